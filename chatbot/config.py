@@ -1,0 +1,159 @@
+"""Settings: the only reader of the environment, validated once at start-up."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from limits import parse_many
+
+from chatbot.errors import ConfigError
+
+API_VERSION = "1.0.0"
+DEFAULT_SNAPSHOT_URI = ".local/bucket"
+
+
+def _get(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name)
+    return default if value is None or value.strip() == "" else value.strip()
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = _get(env, name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = _get(env, name, str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= minimum or value != value or value == float("inf"):
+        raise ConfigError(f"{name} must be a finite number >= {minimum}, got {raw!r}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _get(env, name, default).lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _rate(env: Mapping[str, str], name: str, default: str) -> str:
+    value = _get(env, name, default)
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be a rate limit such as '20/minute' or '20 per 1 minute', got {value!r}"
+        ) from None
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every tunable of the chat and admin functions, read from the environment."""
+
+    google_api_key: str | None = None
+    gemini_model: str = "gemini-2.5-flash"
+    gemini_base_url: str | None = None
+    port: int = 8080
+    cache_ttl: int = 3600
+    cache_max_entries: int = 1024
+    max_retries: int = 3
+    retry_delay: float = 1.0
+    generation_deadline_seconds: float = 30.0
+    generation_timeout_seconds: float = 20.0
+    log_level: str = "INFO"
+    log_format: str = "text"
+    snapshot_uri: str = DEFAULT_SNAPSHOT_URI
+    snapshot_dir: Path = Path(tempfile.gettempdir()) / "romega-snapshots"
+    embedding_backend: str = "local"
+    rate_limit_chat: str = "20/minute"
+    rate_limit_info: str = "60/minute"
+    rate_limit_stats: str = "30/minute"
+    rate_limit_admin: str = "30/minute"
+    rate_limit_admin_write: str = "5/minute"
+    trusted_proxy_hops: int = 0
+    max_message_chars: int = 2000
+    max_body_bytes: int = 64 * 1024
+    allowed_origins: tuple[str, ...] = ("*",)
+    admin_token: str | None = None
+    control_poll_seconds: float = 10.0
+    heartbeat_seconds: float = 60.0
+    top_k: int = 4
+    min_relevance: float = 0.30
+    on_cloud: bool = False
+    project_id: str | None = None
+    instance_id: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate settings; a bad value raises ConfigError naming the variable."""
+        env = os.environ if environ is None else environ
+        on_cloud = bool(env.get("K_SERVICE"))
+        origins = tuple(
+            o.strip() for o in _get(env, "ALLOWED_ORIGINS", "*").split(",") if o.strip()
+        )
+        project_id = (
+            env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCP_PROJECT") or env.get("GCLOUD_PROJECT")
+        )
+        log_level = _choice(
+            env, "LOG_LEVEL", "INFO", ("debug", "info", "warning", "error", "critical")
+        ).upper()
+        return cls(
+            google_api_key=env.get("GOOGLE_API_KEY") or None,
+            gemini_model=_get(env, "GEMINI_MODEL", cls.gemini_model),
+            gemini_base_url=env.get("GEMINI_BASE_URL") or None,
+            port=_int(env, "PORT", 8080, minimum=1),
+            cache_ttl=_int(env, "CACHE_TTL", 3600, minimum=1),
+            cache_max_entries=_int(env, "CACHE_MAX_ENTRIES", 1024, minimum=1),
+            max_retries=_int(env, "MAX_RETRIES", 3),
+            retry_delay=_float(env, "RETRY_DELAY", 1.0),
+            generation_deadline_seconds=_float(
+                env, "GENERATION_DEADLINE_SECONDS", 30.0, minimum=0.1
+            ),
+            generation_timeout_seconds=_float(
+                env, "GENERATION_TIMEOUT_SECONDS", 20.0, minimum=0.1
+            ),
+            log_level=log_level,
+            log_format=_choice(env, "LOG_FORMAT", "json" if on_cloud else "text", ("json", "text")),
+            snapshot_uri=_get(env, "SNAPSHOT_URI", DEFAULT_SNAPSHOT_URI),
+            snapshot_dir=Path(
+                _get(env, "SNAPSHOT_DIR", str(Path(tempfile.gettempdir()) / "romega-snapshots"))
+            ),
+            embedding_backend=_choice(env, "EMBEDDING_BACKEND", "local", ("local", "gemini")),
+            rate_limit_chat=_rate(env, "RATE_LIMIT_CHAT", "20/minute"),
+            rate_limit_info=_rate(env, "RATE_LIMIT_INFO", "60/minute"),
+            rate_limit_stats=_rate(env, "RATE_LIMIT_STATS", "30/minute"),
+            rate_limit_admin=_rate(env, "RATE_LIMIT_ADMIN", "30/minute"),
+            rate_limit_admin_write=_rate(env, "RATE_LIMIT_ADMIN_WRITE", "5/minute"),
+            trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", 1 if on_cloud else 0),
+            max_message_chars=_int(env, "MAX_MESSAGE_CHARS", 2000, minimum=1),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024, minimum=1024),
+            allowed_origins=origins or ("*",),
+            admin_token=env.get("ADMIN_TOKEN") or None,
+            control_poll_seconds=_float(env, "CONTROL_POLL_SECONDS", 10.0),
+            heartbeat_seconds=_float(env, "HEARTBEAT_SECONDS", 60.0),
+            top_k=_int(env, "TOP_K", 4, minimum=1),
+            min_relevance=_float(env, "MIN_RELEVANCE", 0.30),
+            on_cloud=on_cloud,
+            project_id=project_id,
+            instance_id=env.get("INSTANCE_ID") or None,
+        )
+
+    @property
+    def generator_name(self) -> str:
+        """Which answerer serves: Gemini when a key is set, else the offline extractive one."""
+        return f"gemini:{self.gemini_model}" if self.google_api_key else "extractive"

@@ -1,0 +1,122 @@
+"""Logging: the seed's text format locally, Cloud Logging JSON on Cloud Functions.
+
+Each request sets a context (request id, trace) that every line logged while serving it
+carries; secrets named in the settings are masked in every line as a last line of defence.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import sys
+from datetime import UTC, datetime
+
+TEXT_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+TEXT_DATEFMT = "%Y-%m-%d %H:%M:%S"
+
+_request: contextvars.ContextVar[dict | None] = contextvars.ContextVar("request", default=None)
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+_CLOUD_TRACE = re.compile(r"^([0-9a-fA-F]{32})(?:/(\d+))?(?:;o=\d)?$")
+
+
+def trace_id_from_headers(headers) -> str | None:
+    """The trace id from W3C ``traceparent`` or ``X-Cloud-Trace-Context``, if well-formed."""
+    if m := _TRACEPARENT.match((headers.get("traceparent") or "").strip()):
+        return m.group(1)
+    if m := _CLOUD_TRACE.match((headers.get("X-Cloud-Trace-Context") or "").strip()):
+        return m.group(1).lower()
+    return None
+
+
+def set_request_context(**fields) -> contextvars.Token:
+    """Attach request id and trace to every line logged until ``reset_request_context``."""
+    return _request.set(fields)
+
+
+def reset_request_context(token: contextvars.Token) -> None:
+    _request.reset(token)
+
+
+def truncate(text: str, limit: int = 80) -> str:
+    """Shorten a visitor's question for the logs, one line."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+class _Redactor(logging.Filter):
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s and len(s) >= 4]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            for secret in self.secrets:
+                message = message.replace(secret, "[REDACTED]")
+            record.msg, record.args = message, None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line, with the fields Cloud Logging understands."""
+
+    def __init__(self, project_id: str | None) -> None:
+        super().__init__()
+        self.project_id = project_id
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict = {
+            "severity": record.levelname,
+            "message": record.getMessage(),
+            "logger": record.name,
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+        }
+        context = _request.get() or {}
+        if context.get("request_id"):
+            entry["request_id"] = context["request_id"]
+        if context.get("trace"):
+            trace = context["trace"]
+            entry["logging.googleapis.com/trace"] = (
+                f"projects/{self.project_id}/traces/{trace}" if self.project_id else trace
+            )
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
+        if record.exc_info:
+            entry["stack_trace"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT, TEXT_DATEFMT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict) and fields:
+            line += " " + " ".join(f"{k}={v}" for k, v in fields.items() if k != "event")
+        return line
+
+
+_HANDLER_FLAG = "_romega_handler"
+
+
+def configure_logging(settings) -> None:
+    """Install one stdout handler on the root logger (idempotent: replaces ours)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, _HANDLER_FLAG, False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stdout)
+    setattr(handler, _HANDLER_FLAG, True)
+    handler.setFormatter(
+        JsonFormatter(settings.project_id) if settings.log_format == "json" else TextFormatter()
+    )
+    handler.addFilter(_Redactor([settings.google_api_key, settings.admin_token]))
+    root.addHandler(handler)
+    root.setLevel(settings.log_level)
+    for noisy in ("chromadb", "httpx", "httpcore", "urllib3", "google_genai", "onnxruntime"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

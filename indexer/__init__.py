@@ -1,0 +1,1 @@
+"""The snapshot builder: knowledge/ -> chunks -> vectors -> verified Chroma snapshot -> bucket."""

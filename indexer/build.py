@@ -1,0 +1,146 @@
+"""Build a snapshot from a knowledge folder and verify it before anyone can publish it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import chromadb
+import numpy as np
+from tqdm import tqdm
+
+from chatbot import documents
+from chatbot.embeddings import Embedder
+from chatbot.errors import SnapshotError
+from chatbot.index import KnowledgeIndex, build_collection
+from chatbot.snapshot import Manifest, pack, safe_extract
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuiltSnapshot:
+    """A packed, verified snapshot waiting in a local folder to be published."""
+
+    manifest: Manifest
+    archive: Path
+
+    def write_manifest(self) -> Path:
+        path = self.archive.with_name(f"{self.manifest.version}.json")
+        path.write_text(json.dumps(self.manifest.data, indent=2, sort_keys=True))
+        return path
+
+
+def embed_chunks(
+    embedder: Embedder, chunks: list[documents.Chunk], batch: int = 64, progress: bool | None = None
+) -> np.ndarray:
+    """Embed every chunk with a progress bar on a terminal, quietly elsewhere."""
+    show = sys.stderr.isatty() if progress is None else progress
+    vectors = np.empty((len(chunks), embedder.dimension), dtype=np.float32)
+    with tqdm(total=len(chunks), unit="chunk", desc="embedding", disable=not show) as bar:
+        for start in range(0, len(chunks), batch):
+            part = chunks[start : start + batch]
+            vectors[start : start + len(part)] = embedder.embed([c.embedding_text() for c in part])
+            bar.update(len(part))
+    return vectors
+
+
+def _version(chunks: list[documents.Chunk], fingerprint: dict, now: datetime) -> str:
+    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode())
+    for chunk in chunks:
+        digest.update(f"{chunk.id}\0{chunk.heading}\0{chunk.text}\0".encode())
+    return f"{now:%Y%m%dT%H%M%SZ}-{digest.hexdigest()[:10]}"
+
+
+def build_snapshot(
+    chunks: list[documents.Chunk],
+    document_count: int,
+    embedder: Embedder,
+    out_dir: Path,
+    *,
+    sources: list[str] | None = None,
+    progress: bool | None = None,
+    now: datetime | None = None,
+) -> BuiltSnapshot:
+    """Embed ``chunks`` into a Chroma directory, pack it, and verify the packed copy."""
+    started = time.perf_counter()
+    fingerprint = embedder.fingerprint()
+    version = _version(chunks, fingerprint, now or datetime.now(UTC))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vectors = embed_chunks(embedder, chunks, progress=progress)
+    embed_seconds = time.perf_counter() - started
+    with tempfile.TemporaryDirectory(prefix="romega-build-") as tmp:
+        db_dir = Path(tmp) / "chroma"
+        build_collection(db_dir, chunks, vectors)
+        archive = out_dir / f"{version}.tar.zst"
+        archive_info = pack(db_dir, archive)
+    manifest = Manifest(
+        {
+            "version": version,
+            "created_at": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
+            "chromadb": chromadb.__version__,
+            "embedding": fingerprint,
+            "chunking": {
+                "strategy": "headings+word-windows",
+                "chunk_words": documents.CHUNK_WORDS,
+                "overlap_words": documents.OVERLAP_WORDS,
+            },
+            "counts": {"documents": document_count, "chunks": len(chunks)},
+            "sources": sorted(set(sources or [c.source for c in chunks])),
+            "archive": archive_info,
+            "build_seconds": {"embed": round(embed_seconds, 3)},
+        }
+    )
+    built = BuiltSnapshot(manifest, archive)
+    verify_snapshot(built, embedder, probe=chunks[0])
+    built.write_manifest()
+    logger.info(
+        "Built snapshot %s: %d documents, %d chunks, %d bytes",
+        version,
+        document_count,
+        len(chunks),
+        archive_info["bytes"],
+    )
+    return built
+
+
+def verify_snapshot(built: BuiltSnapshot, embedder: Embedder, probe: documents.Chunk) -> None:
+    """Reopen the packed archive in a fresh directory and check a smoke query finds its chunk."""
+    with tempfile.TemporaryDirectory(prefix="romega-verify-") as tmp:
+        path = Path(tmp) / "chroma"
+        safe_extract(built.archive, path)
+        index = KnowledgeIndex(path)
+        try:
+            if index.count != built.manifest.chunks:
+                raise SnapshotError(
+                    f"reopened snapshot holds {index.count} chunks, built {built.manifest.chunks}"
+                )
+            hits = index.query(embedder.embed([probe.embedding_text()])[0], k=3)
+            if not hits or probe.text not in {h.text for h in hits}:
+                raise SnapshotError("smoke query on the reopened snapshot did not find its chunk")
+        finally:
+            index.close()
+
+
+def build_from_folder(
+    knowledge: Path, embedder: Embedder, out_dir: Path, progress: bool | None = None
+) -> BuiltSnapshot:
+    """Chunk a knowledge folder and build its snapshot."""
+    if not knowledge.is_dir():
+        raise SnapshotError(f"knowledge folder {knowledge} does not exist")
+    chunks, count = documents.chunk_knowledge(knowledge)
+    if not chunks:
+        raise SnapshotError(f"no .md, .txt or .html documents with text under {knowledge}")
+    return build_snapshot(chunks, count, embedder, out_dir, progress=progress)
+
+
+def clean(out_dir: Path) -> None:
+    shutil.rmtree(out_dir, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Fake Google services that the real client libraries talk to in tests."""
