@@ -88,9 +88,9 @@ def build_prompt(question: str, passages: list[Passage]) -> str:
 class GeminiAnswerer:
     """Grounded answers written by Gemini through chatbot.gemini.GeminiGenerator."""
 
-    def __init__(self, generator) -> None:
+    def __init__(self, generator, model: str) -> None:
         self._generator = generator
-        self.name = f"gemini:{generator.model}"
+        self.name = f"gemini:{model}"
 
     def answer(self, question: str, passages: list[Passage]) -> Answer:
         result = self._generator.generate(
@@ -132,15 +132,15 @@ class ExtractiveAnswerer:
         chosen = sorted(scored[: self.max_sentences], key=lambda s: (s[3], -s[2]))
         if not chosen:
             return Answer(DONT_KNOW, [], self.name)
-        lines = [f"{s[4]} [{s[3] + 1}]" for s in chosen]
-        cited = sorted({s[3] for s in chosen})
-        refs = [
-            f"[{i + 1}] {passages[i].title} ({passages[i].source})" for i in cited
-        ]
+        used = [passages[i] for i in sorted({s[3] for s in chosen})]
+        sources = sources_of(used)
+        number = {src["source"]: n for n, src in enumerate(sources, start=1)}
+        lines = [f"- {s[4]} [{number[passages[s[3]].source]}]" for s in chosen]
+        refs = [f"[{n}] {src['title']} ({src['source']})" for n, src in enumerate(sources, 1)]
         text = (
             "Here is what I found in our documentation:\n\n"
-            + "\n".join(f"- {line}" for line in lines)
+            + "\n".join(lines)
             + "\n\nSources: "
             + "; ".join(refs)
         )
-        return Answer(text, sources_of([passages[i] for i in cited]), self.name)
+        return Answer(text, sources, self.name)

@@ -124,9 +124,7 @@ class Settings:
             generation_deadline_seconds=_float(
                 env, "GENERATION_DEADLINE_SECONDS", 30.0, minimum=0.1
             ),
-            generation_timeout_seconds=_float(
-                env, "GENERATION_TIMEOUT_SECONDS", 20.0, minimum=0.1
-            ),
+            generation_timeout_seconds=_float(env, "GENERATION_TIMEOUT_SECONDS", 20.0, minimum=0.1),
             log_level=log_level,
             log_format=_choice(env, "LOG_FORMAT", "json" if on_cloud else "text", ("json", "text")),
             snapshot_uri=_get(env, "SNAPSHOT_URI", DEFAULT_SNAPSHOT_URI),

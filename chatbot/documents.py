@@ -54,6 +54,23 @@ def _clean(text: str) -> str:
     return re.sub(r"[ \t]+", " ", text).strip()
 
 
+_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
+_EMPHASIS = re.compile(r"(\*\*|__|`)")
+_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
+
+
+def markdown_to_text(line: str) -> str:
+    """Drop Markdown markup that means nothing to a reader of a quoted passage."""
+    if _TABLE_RULE.match(line):
+        return ""
+    stripped = line.strip()
+    if stripped.startswith("|") and stripped.endswith("|"):
+        cells = [c.strip() for c in stripped.strip("|").split("|")]
+        line = " — ".join(c for c in cells if c) + "."
+    line = _LINK.sub(r"\1", line)
+    return _EMPHASIS.sub("", line)
+
+
 def markdown_sections(text: str) -> tuple[str | None, list[Section]]:
     """Split Markdown on ATX and setext headings; returns the first H1 as the title."""
     lines = text.splitlines()
@@ -96,7 +113,7 @@ def markdown_sections(text: str) -> tuple[str | None, list[Section]]:
             open_heading(1 if lines[i + 1].startswith("=") else 2, _clean(line))
             i += 1
         else:
-            buf.append(line)
+            buf.append(line if in_fence else markdown_to_text(line))
         i += 1
     flush()
     return title, sections

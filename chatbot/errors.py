@@ -1,21 +1,21 @@
 """Errors that know their HTTP status; the functions map them to JSON in one place.
 
-    ChatbotError (500)
-    ├── ClientError (400)                 the request is wrong; the message is safe to show
-    │   ├── NotFound (404)
-    │   ├── MethodNotAllowed (405)        carries the allowed methods for the Allow header
-    │   ├── PayloadTooLarge (413)
-    │   ├── UnsupportedMediaType (415)
-    │   ├── Unauthorized (401)
-    │   └── RateLimited (429)             carries the limit text and reset time
-    ├── NotReady (503)                    no verified snapshot is being served yet
-    ├── GenerationUnavailable (503)       Gemini stayed down past retries or the deadline
-    ├── ConfigError                       a bad environment variable; stops start-up
-    └── StorageError                      the bucket could not be read or written
-        ├── ObjectNotFound
-        └── PreconditionFailed            another writer got there first
-    SnapshotError                         a snapshot that must not be served (bad sha256,
-                                          foreign embedder, unsafe archive member, ...)
+ChatbotError (500)
+├── ClientError (400)                 the request is wrong; the message is safe to show
+│   ├── NotFound (404)
+│   ├── MethodNotAllowed (405)        carries the allowed methods for the Allow header
+│   ├── PayloadTooLarge (413)
+│   ├── UnsupportedMediaType (415)
+│   ├── Unauthorized (401)
+│   └── RateLimited (429)             carries the limit text and reset time
+├── NotReady (503)                    no verified snapshot is being served yet
+├── GenerationUnavailable (503)       Gemini stayed down past retries or the deadline
+├── ConfigError                       a bad environment variable; stops start-up
+└── StorageError                      the bucket could not be read or written
+    ├── ObjectNotFound
+    └── PreconditionFailed            another writer got there first
+SnapshotError                         a snapshot that must not be served (bad sha256,
+                                      foreign embedder, unsafe archive member, ...)
 """
 
 from __future__ import annotations

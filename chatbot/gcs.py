@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 
 CONNECT_TIMEOUT = 10.0
+RESUMABLE_THRESHOLD = 8 * 1024 * 1024  # google-cloud-storage uploads larger objects resumably
 
 
 class GCSStorage:
@@ -109,6 +110,7 @@ class GCSStorage:
         """Write the object and return its new generation; PreconditionFailed on a lost race."""
         return self._upload(
             key,
+            len(data),
             lambda blob, **kw: blob.upload_from_string(data, **kw),
             if_generation_match,
         )
@@ -117,6 +119,7 @@ class GCSStorage:
         """Upload a file; same contract as ``write``."""
         return self._upload(
             key,
+            Path(src).stat().st_size,
             lambda blob, **kw: blob.upload_from_filename(str(src), **kw),
             if_generation_match,
         )
@@ -124,9 +127,19 @@ class GCSStorage:
     def _upload(
         self,
         key: str,
+        size: int,
         send: Callable[..., None],
         if_generation_match: int | None,
     ) -> int:
+        if if_generation_match is not None and size > RESUMABLE_THRESHOLD:
+            # A resumable upload is refused only once every byte is sent (and fake-gcs-server
+            # does not check it at all: fsouza/fake-gcs-server#1967), so look first. The
+            # server-side condition below still settles a race.
+            current = self.generation(key) or 0
+            if current != if_generation_match:
+                raise PreconditionFailed(
+                    f"{self.uri}/{key} is at generation {current}, expected {if_generation_match}"
+                )
         blob = self._get_bucket().blob(self._name(key))
         with _mapped_errors(f"{self.uri}/{key}", writing=True):
             send(

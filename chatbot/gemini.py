@@ -120,7 +120,9 @@ class _RetryPolicy:
         *,
         sleep: Callable[[float], None],
         clock: Callable[[], float],
+        name: str = "Gemini",
     ) -> None:
+        self.name = name
         self.max_retries = settings.max_retries
         self.retry_delay = settings.retry_delay
         self.deadline_seconds = settings.generation_deadline_seconds
@@ -170,7 +172,8 @@ class _RetryPolicy:
 
         def log_retry(state: tenacity.RetryCallState) -> None:
             logger.warning(
-                "Gemini attempt %d failed with %s; retrying in %.2fs",
+                "%s attempt %d failed with %s; retrying in %.2fs",
+                self.name,
                 state.attempt_number,
                 _status(_exception(state)),
                 state.upcoming_sleep,
@@ -192,7 +195,7 @@ class _RetryPolicy:
             elapsed = self.clock() - start
             if is_retryable(exc):
                 detail = (
-                    f"Gemini failed after {attempts} attempt(s) in {elapsed:.2f}s "
+                    f"{self.name} failed after {attempts} attempt(s) in {elapsed:.2f}s "
                     f"({stop_reason}); last error: {_status(exc)}"
                 )
                 logger.warning("%s", detail)
@@ -333,7 +336,7 @@ class GeminiEmbedder:
         self.model_id = model
         self.dimension = dimension
         self._client = _LazyClient(settings)
-        self._policy = _RetryPolicy(settings, sleep=sleep, clock=clock)
+        self._policy = _RetryPolicy(settings, sleep=sleep, clock=clock, name="Gemini embedding")
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Return an (n, dimension) float32 array of L2-normalised embeddings."""

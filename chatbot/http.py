@@ -92,7 +92,9 @@ def read_json(request: flask.Request, max_bytes: int) -> object:
     except RecursionError:
         raise ClientError(f"JSON nests deeper than {MAX_JSON_DEPTH} levels") from None
     except ValueError as exc:
-        raise ClientError(f"Request body is not valid JSON: {exc.msg} at position {exc.pos}") from None
+        raise ClientError(
+            f"Request body is not valid JSON: {exc.msg} at position {exc.pos}"
+        ) from None
     if _depth(value, MAX_JSON_DEPTH):
         raise ClientError(f"JSON nests deeper than {MAX_JSON_DEPTH} levels")
     return value
@@ -112,8 +114,7 @@ def _cors_headers(settings: Settings, request: flask.Request) -> dict[str, str]:
     headers = {
         "Access-Control-Allow-Origin": allow,
         "Access-Control-Expose-Headers": (
-            "Retry-After, X-Request-Id, X-RateLimit-Limit, X-RateLimit-Remaining, "
-            "X-RateLimit-Reset"
+            "Retry-After, X-Request-Id, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset"
         ),
     }
     if allow != "*":
@@ -168,7 +169,8 @@ class Router:
             response.headers[name] = value
         latency = (time.perf_counter() - started) * 1000
         ip = client_ip(
-            request.remote_addr, request.headers.get("X-Forwarded-For"),
+            request.remote_addr,
+            request.headers.get("X-Forwarded-For"),
             self.settings.trusted_proxy_hops,
         )
         summary = {
@@ -181,7 +183,11 @@ class Router:
             **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in log_fields.items()},
         }
         logger.info(
-            "%s %s %d %.1fms", request.method, summary["route"], reply.status, latency,
+            "%s %s %d %.1fms",
+            request.method,
+            summary["route"],
+            reply.status,
+            latency,
             extra={"fields": summary},
         )
         reset_request_context(token)

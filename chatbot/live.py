@@ -238,7 +238,9 @@ class SnapshotManager:
             logger.warning("Ignoring a malformed cache epoch object")
             return
         if epoch != self.control.epoch:
-            logger.info("Cache epoch moved %d -> %d: dropping cached answers", self.control.epoch, epoch)
+            logger.info(
+                "Cache epoch moved %d -> %d: dropping cached answers", self.control.epoch, epoch
+            )
             self.control.epoch = epoch
             self._on_epoch_change(epoch)
 
@@ -256,7 +258,9 @@ class SnapshotManager:
             "written_at_epoch_s": time.time(),
         }
         try:
-            self.storage.write(f"{INSTANCES_PREFIX}{self.instance_id}.json", json.dumps(body).encode())
+            self.storage.write(
+                f"{INSTANCES_PREFIX}{self.instance_id}.json", json.dumps(body).encode()
+            )
         except StorageError as exc:
             logger.warning("Could not write the heartbeat: %s", exc)
 

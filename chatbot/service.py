@@ -127,8 +127,10 @@ class ChatService:
         timings["retrieval_ms"] = (t2 - t1) * 1000
         relevant = [p for p in passages if p.score >= self.settings.min_relevance]
         if not relevant:
-            logger.info("No passage above relevance %.2f: not calling the answerer",
-                        self.settings.min_relevance)
+            logger.info(
+                "No passage above relevance %.2f: not calling the answerer",
+                self.settings.min_relevance,
+            )
             return Answer(DONT_KNOW, [], "none")
         answer = self.generator.answer(message, relevant)
         timings["generation_ms"] = (time.perf_counter() - t2) * 1000

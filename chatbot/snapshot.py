@@ -133,7 +133,9 @@ class Manifest:
         except (ValueError, KeyError, TypeError) as exc:
             raise SnapshotError(f"manifest is malformed: {exc!r}") from None
         if expected_version is not None and version != expected_version:
-            raise SnapshotError(f"manifest names version {version!r}, expected {expected_version!r}")
+            raise SnapshotError(
+                f"manifest names version {version!r}, expected {expected_version!r}"
+            )
         return cls(data)
 
     def summary(self) -> dict:

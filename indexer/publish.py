@@ -29,9 +29,7 @@ def publish(storage: Storage, built: BuiltSnapshot) -> str:
     try:
         manifest_bytes = json.dumps(built.manifest.data, indent=2, sort_keys=True).encode()
         storage.write(manifest_key(version), manifest_bytes, if_generation_match=0)
-        storage.write(
-            LATEST, f"{version}\n".encode(), if_generation_match=latest_generation
-        )
+        storage.write(LATEST, f"{version}\n".encode(), if_generation_match=latest_generation)
     except PreconditionFailed:
         storage.delete(archive_key(version))
         storage.delete(manifest_key(version))
@@ -52,5 +50,7 @@ def activate(storage: Storage, version: str) -> Manifest:
     manifest = read_manifest(storage, version)
     if storage.generation(archive_key(version)) is None:
         raise SnapshotError(f"snapshot {version} has a manifest but no archive")
-    storage.write(LATEST, f"{version}\n".encode(), if_generation_match=storage.generation(LATEST) or 0)
+    storage.write(
+        LATEST, f"{version}\n".encode(), if_generation_match=storage.generation(LATEST) or 0
+    )
     return manifest

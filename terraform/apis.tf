@@ -1,16 +1,17 @@
 locals {
   services = toset([
-    "artifactregistry.googleapis.com",   # the functions' container images
-    "cloudbuild.googleapis.com",         # builds the function sources
-    "cloudfunctions.googleapis.com",     # Cloud Functions gen2
-    "generativelanguage.googleapis.com", # Gemini, called with GOOGLE_API_KEY
-    "iam.googleapis.com",                # service accounts, workload identity pool
-    "iamcredentials.googleapis.com",     # GitHub Actions impersonates the indexer account
-    "logging.googleapis.com",            # logs and log-based metrics
-    "run.googleapis.com",                # gen2 functions run as Cloud Run services
-    "secretmanager.googleapis.com",      # GOOGLE_API_KEY, ADMIN_TOKEN
-    "storage.googleapis.com",            # snapshot and source buckets
-    "sts.googleapis.com",                # exchanges the GitHub OIDC token
+    "artifactregistry.googleapis.com",     # the functions' container images
+    "cloudbuild.googleapis.com",           # builds the function sources
+    "cloudfunctions.googleapis.com",       # Cloud Functions gen2
+    "cloudresourcemanager.googleapis.com", # project lookups (data.google_project)
+    "generativelanguage.googleapis.com",   # Gemini, called with GOOGLE_API_KEY
+    "iam.googleapis.com",                  # service accounts, workload identity pool
+    "iamcredentials.googleapis.com",       # GitHub Actions impersonates the indexer account
+    "logging.googleapis.com",              # logs and log-based metrics
+    "run.googleapis.com",                  # gen2 functions run as Cloud Run services
+    "secretmanager.googleapis.com",        # GOOGLE_API_KEY, ADMIN_TOKEN
+    "storage.googleapis.com",              # snapshot and source buckets
+    "sts.googleapis.com",                  # exchanges the GitHub OIDC token
   ])
 }
 

@@ -14,8 +14,11 @@ import pytest
 from chatbot.config import Settings
 from chatbot.errors import GenerationRejected, GenerationUnavailable
 from chatbot.gemini import GeminiEmbedder, GeminiGenerator
+from tests.fakes import fixtures
 from tests.fakes.fake_gemini import FakeGemini, answer, default_answer, rate_limited
-from tests.fakes.fixtures import fake_gemini  # noqa: F401 (fixture; conftest registers it later)
+
+# The fixtures, until tests/conftest.py registers tests.fakes.fixtures as a plugin.
+fake_gemini = fixtures.fake_gemini
 
 API_KEY = "AIza-test-key-never-logged"
 PROMPT = (

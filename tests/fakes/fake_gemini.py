@@ -194,7 +194,7 @@ class _Handler(BaseHTTPRequestHandler):
             pass
         self.server.fake._track(self.connection, add=False)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+    def log_message(self, *args: Any) -> None:
         pass  # quiet: tests and benchmarks read the recorded requests instead
 
     def do_GET(self) -> None:  # noqa: N802 (stdlib naming)

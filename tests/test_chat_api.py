@@ -1,0 +1,138 @@
+"""The chat function over the real functions-framework app: answers, health, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import chat_module
+
+
+def ask(client, message, **extra):
+    return client.post("/chat", json={"message": message, **extra})
+
+
+def test_answers_from_the_knowledge_base_with_sources(chat_client):
+    client = chat_client()
+    resp = ask(client, "What is your day rate for a senior consultant?")
+    assert resp.status_code == 200
+    body = resp.get_json()
+    assert body["status"] == "success" and body["cached"] is False
+    assert "1,150" in body["response"]
+    assert body["sources"][0]["source"] == "pricing.md"
+    assert set(body["sources"][0]) == {"title", "source", "score"}
+    assert body["snapshot"]
+
+
+def test_health_shows_the_snapshot_and_generator(chat_client, built_snapshot):
+    client = chat_client()
+    resp = client.get("/health")
+    assert resp.status_code == 200
+    body = resp.get_json()
+    assert body["status"] == "healthy" and body["generator"] == "extractive"
+    assert body["snapshot"]["version"] == built_snapshot.manifest.version
+    assert body["snapshot"]["chunks"] == built_snapshot.manifest.chunks
+    assert body["snapshot"]["documents"] >= 10
+    assert body["cache_size"] == 0 and body["api_version"]
+
+
+def test_unrelated_questions_get_the_contact_answer(chat_client):
+    body = ask(chat_client(), "What is the boiling point of tungsten in kelvin?").get_json()
+    assert "info@romega-solutions.com" in body["response"] and body["sources"] == []
+
+
+def test_a_restart_restores_the_snapshot_and_embeds_only_queries(chat_client):
+    restores = []
+    for _ in range(2):  # two cold starts of the same function
+        client = chat_client()
+        assert ask(client, "Where is your headquarters?").status_code == 200
+        service = chat_module()._api.service
+        assert service.embedder.calls == 1  # the question, never a document
+        restores.append(service.snapshots.live.timings)
+    assert "download" in restores[0]  # first start: from the bucket
+    assert restores[1] == {"reused": 1.0}  # restart: the extracted copy is reused
+
+
+def test_info_lists_routes_and_limits(chat_client):
+    body = chat_client().get("/").get_json()
+    routes = {(r["method"], r["path"]): r["rate_limit"] for r in body["routes"]}
+    assert routes[("POST", "/chat")] == "20/minute"
+    assert routes[("GET", "/health")] == "unlimited"
+    assert body["docs"] == "/docs"
+
+
+BAD_BODIES = [
+    ("not json", "application/json", 400, "not valid JSON"),
+    ("[1, 2]", "application/json", 400, "JSON object"),
+    ("{}", "application/json", 400, "'message' is required"),
+    ('{"message": 42}', "application/json", 400, "must be a string"),
+    ('{"message": null}', "application/json", 400, "must be a string"),
+    ('{"message": "   "}', "application/json", 400, "must not be empty"),
+    ('{"message": "\\u0000\\u0007"}', "application/json", 400, "must not be empty"),
+    ('{"message": "hi", "use_cache": "no"}', "application/json", 400, "boolean"),
+    ('{"message": "hi", "extra": 1}', "application/json", 400, "Unknown field"),
+    ('{"message": "hi"}', "text/plain", 415, "application/json"),
+    ("", "application/json", 400, "empty"),
+    (b'{"message": "\xff\xfe"}', "application/json", 400, "UTF-8"),
+    ("[" * 5000 + "]" * 5000, "application/json", 400, "nests deeper"),
+    ('{"a":' * 40 + "1" + "}" * 40, "application/json", 400, "nests deeper"),
+]
+
+
+@pytest.mark.parametrize("data, content_type, status, words", BAD_BODIES)
+def test_bad_bodies_get_a_clear_json_error(chat_client, data, content_type, status, words):
+    resp = chat_client().post("/chat", data=data, content_type=content_type)
+    assert resp.status_code == status
+    assert words in resp.get_json()["error"]
+    assert "Traceback" not in resp.get_data(as_text=True)
+
+
+def test_over_long_message_is_rejected(chat_client):
+    resp = ask(chat_client(MAX_MESSAGE_CHARS=50), "x" * 51)
+    assert resp.status_code == 400 and "at most 50 characters" in resp.get_json()["error"]
+
+
+def test_oversized_body_is_413(chat_client):
+    client = chat_client()
+    resp = client.post(
+        "/chat", data=json.dumps({"message": "a" * 10_000_000}), content_type="application/json"
+    )
+    assert resp.status_code == 413 and "larger than" in resp.get_json()["error"]
+
+
+def test_unknown_route_is_404_json(chat_client):
+    resp = chat_client().get("/nope/../../etc/passwd")
+    assert resp.status_code == 404 and resp.get_json()["status"] == "error"
+
+
+def test_wrong_method_is_405_with_allow(chat_client):
+    resp = chat_client().get("/chat")
+    assert resp.status_code == 405
+    assert set(resp.headers["Allow"].split(", ")) == {"POST", "OPTIONS"}
+    assert "not allowed" in resp.get_json()["error"]
+
+
+def test_cors_follows_allowed_origins(chat_client):
+    client = chat_client(ALLOWED_ORIGINS="https://romega.example")
+    ok = client.options("/chat", headers={"Origin": "https://romega.example"})
+    assert ok.status_code == 204
+    assert ok.headers["Access-Control-Allow-Origin"] == "https://romega.example"
+    assert "POST" in ok.headers["Access-Control-Allow-Methods"]
+    other = client.get("/", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_control_characters_are_stripped_from_questions(chat_client):
+    resp = ask(chat_client(), "senior\x00 consultant\x1b day rate?")
+    assert resp.status_code == 200 and "1,150" in resp.get_json()["response"]
+
+
+def test_a_bad_setting_stops_start_up_naming_the_variable(chat_env):
+    from functions_framework import create_app
+
+    chat_env(CACHE_TTL="soon")
+    from tests.conftest import CHAT_SOURCE
+
+    with pytest.raises(Exception, match="CACHE_TTL"):
+        create_app("chat", str(CHAT_SOURCE))
