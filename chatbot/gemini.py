@@ -338,6 +338,15 @@ class GeminiEmbedder:
         self._client = _LazyClient(settings)
         self._policy = _RetryPolicy(settings, sleep=sleep, clock=clock, name="Gemini embedding")
 
+    def fingerprint(self) -> dict:
+        """What the manifest records; a hosted model has no weights file, so no sha256."""
+        return {
+            "backend": "gemini",
+            "model": self.model_id,
+            "sha256": None,
+            "dimension": self.dimension,
+        }
+
     def embed(self, texts: list[str]) -> np.ndarray:
         """Return an (n, dimension) float32 array of L2-normalised embeddings."""
         import numpy as np

@@ -11,14 +11,12 @@ import time
 import numpy as np
 import pytest
 
+from chatbot.answer import build_prompt
 from chatbot.config import Settings
 from chatbot.errors import GenerationRejected, GenerationUnavailable
 from chatbot.gemini import GeminiEmbedder, GeminiGenerator
-from tests.fakes import fixtures
+from chatbot.index import Passage
 from tests.fakes.fake_gemini import FakeGemini, answer, default_answer, rate_limited
-
-# The fixtures, until tests/conftest.py registers tests.fakes.fixtures as a plugin.
-fake_gemini = fixtures.fake_gemini
 
 API_KEY = "AIza-test-key-never-logged"
 PROMPT = (
@@ -272,12 +270,25 @@ def test_embedder_batches_normalises_and_retries(fake_gemini: FakeGemini) -> Non
     sizes = [len(r.body["requests"]) for r in fake_gemini.calls("batchEmbedContents")]
     assert sizes == [100, 100, 100, 50]  # the first batch twice: one 503, then success
     assert embedder.model_id == "text-embedding-004"
+    assert embedder.fingerprint() == {
+        "backend": "gemini",
+        "model": "text-embedding-004",
+        "sha256": None,
+        "dimension": 768,
+    }
     np.testing.assert_array_equal(embedder.embed(texts[:3]), vectors[:3])
     assert embedder.embed([]).shape == (0, embedder.dimension)
 
 
 def test_fake_default_answer_quotes_the_first_passage() -> None:
     assert default_answer(PROMPT).endswith("Romega Solutions builds data platforms.")
+    passages = [
+        Passage("We build data platforms. Since 2015.", "about.md", "About", "About > Us", 0.8),
+        Passage("Pricing is per project.", "pricing.md", "Pricing", "Pricing", 0.5),
+    ]
+    assert default_answer(build_prompt("What do you do?", passages)) == (
+        "Based on the provided context: We build data platforms."
+    )
     assert "info@romega-solutions.com" in default_answer("no context here")
 
 

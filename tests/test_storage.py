@@ -11,11 +11,7 @@ import pytest
 from chatbot.errors import ObjectNotFound, PreconditionFailed, StorageError
 from chatbot.gcs import GCSStorage
 from chatbot.storage import LocalStorage, Storage, open_storage
-from tests.fakes import fixtures
 from tests.fakes.fake_gcs import FakeGCSServer
-
-# The fixtures, until tests/conftest.py registers tests.fakes.fixtures as a plugin.
-fake_gcs, gcs_bucket = fixtures.fake_gcs, fixtures.gcs_bucket
 
 PREFIX = "romega/test"
 

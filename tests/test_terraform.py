@@ -35,7 +35,11 @@ FORBIDDEN_ROLES = {
     "roles/iam.serviceAccountTokenCreator",
     "roles/secretmanager.admin",
 }
-WRITE_ROLES = {"roles/storage.objectCreator", "roles/storage.objectUser", "roles/storage.objectAdmin"}
+WRITE_ROLES = {
+    "roles/storage.objectCreator",
+    "roles/storage.objectUser",
+    "roles/storage.objectAdmin",
+}
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -126,6 +130,7 @@ def _members(body: dict[str, Any]) -> list[str]:
 
 
 def _is_iam(rtype: str) -> bool:
+    """Return whether a resource type is an IAM grant."""
     return rtype.endswith(("_iam_member", "_iam_binding", "_iam_policy"))
 
 
@@ -244,7 +249,10 @@ def test_secret_values_never_enter_terraform(tf: Config) -> None:
 
 def test_secret_env_vars_are_pinned_versions(tf: Config) -> None:
     """GOOGLE_API_KEY and ADMIN_TOKEN come from Secret Manager at a pinned version number."""
-    expected = {"chat": ("GOOGLE_API_KEY", "gemini_api_key"), "admin": ("ADMIN_TOKEN", "admin_token")}
+    expected = {
+        "chat": ("GOOGLE_API_KEY", "gemini_api_key"),
+        "admin": ("ADMIN_TOKEN", "admin_token"),
+    }
     for function, (key, secret) in expected.items():
         service = _block(tf.resource("google_cloudfunctions2_function", function), "service_config")
         (entry,) = service["secret_environment_variables"]
@@ -263,8 +271,14 @@ def test_each_secret_is_readable_by_exactly_its_function(tf: Config) -> None:
         if body["role"] == "roles/secretmanager.secretAccessor"
     }
     assert grants == {
-        ("${google_secret_manager_secret.gemini_api_key.secret_id}", "${google_service_account.chat.member}"),
-        ("${google_secret_manager_secret.admin_token.secret_id}", "${google_service_account.admin.member}"),
+        (
+            "${google_secret_manager_secret.gemini_api_key.secret_id}",
+            "${google_service_account.chat.member}",
+        ),
+        (
+            "${google_secret_manager_secret.admin_token.secret_id}",
+            "${google_service_account.admin.member}",
+        ),
     }
     for rtype, name, body in tf.all_resources():
         if rtype.startswith("google_project_iam"):
@@ -326,7 +340,9 @@ def test_chat_serves_concurrent_requests_with_matching_threads(tf: Config) -> No
     assert int(tf.resolve(service["min_instance_count"])) == 0
     assert service["environment_variables"] == "${local.chat_environment}"
     assert "local.chat_settings" in tf.locals["chat_environment"]
-    assert int(tf.resolve(tf.locals["chat_settings"]["THREADS"])) == concurrency
+    threads = tf.locals["chat_settings"].get("THREADS")
+    assert threads is not None, "THREADS is not set for the chat function"
+    assert int(tf.resolve(threads)) == concurrency
     assert tf.locals["shared_settings"]["SNAPSHOT_URI"] == "${local.snapshot_uri}"
     assert tf.locals["snapshot_uri"].startswith("gs://")
 
@@ -339,7 +355,10 @@ def test_only_the_configured_repository_can_publish(tf: Config) -> None:
     only that repository's runs may impersonate the indexer account."""
     provider = tf.resource("google_iam_workload_identity_pool_provider", "github")
     condition = provider["attribute_condition"]
-    assert "assertion.sub == 'repo:${var.github_repository}:ref:${var.github_publish_ref}'" in condition
+    assert (
+        "assertion.sub == 'repo:${var.github_repository}:ref:${var.github_publish_ref}'"
+        in condition
+    )
     assert "assertion.repository == '${var.github_repository}'" in condition
     assert tf.variables["github_publish_ref"]["default"] == "refs/heads/main"
     binding = tf.resource("google_service_account_iam_member", "github_impersonates_indexer")
