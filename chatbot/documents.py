@@ -209,7 +209,7 @@ def chunk_document(
         if headings and headings[0] == title:
             headings = headings[1:]
         heading = " > ".join((title, *headings))
-        # Paragraph breaks become spaces only inside the windows; the heading path carries structure.
+        # Paragraph breaks become spaces in the windows; the heading path carries structure.
         words = section.text.split()
         if len(words) < MIN_WORDS and not headings:
             continue

@@ -227,7 +227,9 @@ def restore(storage: Storage, manifest: Manifest, root: Path) -> Restored:
         except OSError:
             # Another process sharing SNAPSHOT_DIR finished the same version first: use theirs.
             if not (marker.is_file() and marker.read_text().strip() == manifest.archive["sha256"]):
-                raise SnapshotError(f"{final} exists and is not a complete copy of the snapshot")
+                raise SnapshotError(
+                    f"{final} exists and is not a complete copy of the snapshot"
+                ) from None
         timings.update(download=t1 - t0, verify=t2 - t1, extract=t3 - t2)
         return Restored(manifest, final / "chroma", timings)
     finally:

@@ -50,9 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             embedder = make_embedder(settings.embedding_backend, settings)
             built = build_from_folder(args.knowledge, embedder, args.out, progress=args.progress)
-            print(
-                f"built {built.manifest.version} ({built.manifest.chunks} chunks) -> {built.archive}"
-            )
+            manifest = built.manifest
+            print(f"built {manifest.version} ({manifest.chunks} chunks) -> {built.archive}")
         if args.command in ("run", "publish"):
             storage = open_storage(args.to or settings.snapshot_uri)
             version = publish(storage, built)

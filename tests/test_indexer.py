@@ -11,10 +11,9 @@ import threading
 import pytest
 
 from chatbot.errors import SnapshotError
-from chatbot.snapshot import LATEST, archive_key, manifest_key, read_latest
+from chatbot.snapshot import LATEST, Manifest, archive_key, manifest_key, read_latest
 from chatbot.storage import LocalStorage
 from indexer.__main__ import main
-from chatbot.snapshot import Manifest
 from indexer.build import BuiltSnapshot
 from indexer.publish import activate, publish
 from tests.conftest import KNOWLEDGE, ROOT

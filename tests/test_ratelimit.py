@@ -33,7 +33,7 @@ def test_many_distinct_ips_do_not_grow_memory_without_bound():
     for i in range(3000):
         limiter.hit("/x", "5/1second", f"10.0.{i // 256}.{i % 256}")
     time.sleep(1.1)
-    for i in range(1000):  # the next sweep runs after these hits and drops idle keys
+    for _ in range(1000):  # the next sweep runs after these hits and drops idle keys
         limiter.hit("/x", "5/1second", "10.9.9.9")
     assert limiter.tracked_keys() < 100
 

@@ -1,4 +1,4 @@
-"""Snapshot integrity: only a verified, safely extracted snapshot from the same embedder is served."""
+"""Snapshot integrity: only verified, safely extracted snapshots of the same embedder serve."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import tarfile
 import pytest
 import zstandard
 
+from chatbot.config import Settings
 from chatbot.errors import NotReady, SnapshotError
 from chatbot.live import SnapshotManager
-from chatbot.config import Settings
 from chatbot.snapshot import (
     LATEST,
     archive_key,

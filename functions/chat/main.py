@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import functions_framework
 import flask
+import functions_framework
 
 from chatbot.chat_api import ChatApi
 from chatbot.config import Settings
