@@ -118,5 +118,13 @@ def configure_logging(settings) -> None:
     handler.addFilter(_Redactor([settings.google_api_key, settings.admin_token]))
     root.addHandler(handler)
     root.setLevel(settings.log_level)
-    for noisy in ("chromadb", "httpx", "httpcore", "urllib3", "google_genai", "onnxruntime"):
+    for noisy in (
+        "chromadb",
+        "httpx",
+        "httpx2",
+        "httpcore",
+        "urllib3",
+        "google_genai",
+        "onnxruntime",
+    ):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
