@@ -49,7 +49,7 @@ bench-quick: venv
 	$(PY) -m bench --quick
 
 package: venv
-	$(PY) -m indexer.package --out build
+	$(PY) scripts/package.py --out build
 
 lint: venv
 	$(PY) -m ruff check .

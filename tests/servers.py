@@ -30,8 +30,10 @@ class FunctionProcess:
         env: dict[str, str],
         log_path: Path,
         port: int | None = None,
+        cwd: Path = ROOT,
     ) -> None:
         self.target = target
+        self.cwd = cwd
         self.source = source
         self.port = port or free_port()
         self.log_path = log_path
@@ -64,7 +66,7 @@ class FunctionProcess:
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            cwd=ROOT,
+            cwd=self.cwd,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -1,0 +1,72 @@
+"""The deployable zips: each function starts from its unpacked zip alone."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.servers import FunctionProcess, request
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory):
+    out = tmp_path_factory.mktemp("package")
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "package.py"), "--out", str(out)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return out
+
+
+def unpack(zip_path, dest):
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(dest)
+    return dest
+
+
+def test_zips_hold_main_chatbot_requirements_and_the_model(packaged):
+    chat = set(zipfile.ZipFile(packaged / "chat.zip").namelist())
+    admin = set(zipfile.ZipFile(packaged / "admin.zip").namelist())
+    for names in (chat, admin):
+        assert {"main.py", "requirements.txt", "chatbot/__init__.py", "chatbot/http.py"} <= names
+        assert not any("__pycache__" in n or n.startswith(("tests/", "indexer/")) for n in names)
+    assert {"chatbot/model/model.onnx", "chatbot/model/tokenizer.json"} <= chat
+    assert not any(n.startswith("chatbot/model/") for n in admin)
+
+
+def test_packaging_is_reproducible(packaged, tmp_path):
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "package.py"), "--out", str(tmp_path)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    for name in ("chat.zip", "admin.zip"):
+        assert (tmp_path / name).read_bytes() == (packaged / name).read_bytes()
+
+
+def test_the_unpacked_chat_zip_serves_on_its_own(packaged, bucket, tmp_path):
+    src = unpack(packaged / "chat.zip", tmp_path / "chat")
+    env = {"PYTHONPATH": "", "SNAPSHOT_URI": bucket.uri, "SNAPSHOT_DIR": str(tmp_path / "snap")}
+    with FunctionProcess("chat", src / "main.py", env, tmp_path / "chat.log", cwd=src) as proc:
+        health = proc.wait_healthy()
+        assert health["status"] == "healthy" and health["snapshot"]["chunks"] > 50
+        status, body, _ = request("POST", f"{proc.url}/chat", {"message": "Who founded Romega?"})
+        assert status == 200 and body["sources"]
+        assert str(ROOT) not in proc.log()  # nothing was imported from the repository
+
+
+def test_the_unpacked_admin_zip_serves_on_its_own(packaged, bucket, tmp_path):
+    src = unpack(packaged / "admin.zip", tmp_path / "admin")
+    env = {"PYTHONPATH": "", "SNAPSHOT_URI": bucket.uri, "ADMIN_TOKEN": "package-test-token"}
+    with FunctionProcess("admin", src / "main.py", env, tmp_path / "admin.log", cwd=src) as proc:
+        status, body, _ = request(
+            "GET", f"{proc.url}/snapshots", headers={"X-Admin-Token": "package-test-token"}
+        )
+        assert status == 200, body
