@@ -1,4 +1,5 @@
-# Romega Chatbot: `make run` serves the chat function locally, `make test` runs the suite.
+# Romega Chatbot: `make run` serves the chat (and admin) functions locally, `make test` runs
+# the suite.
 # Every target installs what it needs into .venv first.
 
 PYTHON ?= python3
@@ -25,6 +26,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 test: venv
+	bash scripts/install-chromium.sh
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
@@ -37,7 +39,7 @@ snapshot: venv
 	fi
 
 run: snapshot
-	$(VENV)/bin/functions-framework --target chat --source functions/chat/main.py --port $(PORT)
+	VENV=$(VENV) PORT=$(PORT) ADMIN_PORT=$(ADMIN_PORT) scripts/run-local.sh
 
 eval: venv
 	$(PY) -m bench.eval

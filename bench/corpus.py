@@ -104,8 +104,7 @@ _SENTENCES = (
     "The {product} {aspect} is owned by the {team}, which publishes a {adj} {noun} for every "
     "customer.",
     "Customers on the enterprise plan of {product} receive a {adj} {noun} within {duration}.",
-    "For {aspect}, {product} keeps copies in {region} and a second site, tested every "
-    "{duration}.",
+    "For {aspect}, {product} keeps copies in {region} and a second site, tested every {duration}.",
     "Our {team} reviews the {aspect} of {product} each quarter and records the outcome in a "
     "{adj} {noun}.",
     "If a request about {aspect} cannot be resolved within {duration}, the {team} opens an "
@@ -118,8 +117,7 @@ _SENTENCES = (
     "Data processed by {product} stays in {region} unless the customer chooses another "
     "region in writing.",
     "Changes to {aspect} are announced {duration} in advance on the status page and by email.",
-    "Pricing for {product} starts at {number} hundred euros per month, billed through the "
-    "{team}.",
+    "Pricing for {product} starts at {number} hundred euros per month, billed through the {team}.",
     "Every {product} release is checked against our {aspect} requirements before it reaches "
     "production.",
     "The {team} offers {number} hours of training on {aspect} during the first {duration}.",
@@ -189,9 +187,7 @@ def generated_questions(n: int, seed: int = SEED) -> list[str]:
     seen: set[str] = set()
     while len(out) < n:
         doc = rng.randrange(len(_PRODUCT_A) * len(_PRODUCT_B))
-        question = rng.choice(_QUESTIONS).format(
-            product=_product(doc), aspect=rng.choice(_ASPECTS)
-        )
+        question = rng.choice(_QUESTIONS).format(product=_product(doc), aspect=rng.choice(_ASPECTS))
         if question in seen:
             question = f"{question[:-1]} (#{len(out)})?"
         seen.add(question)
@@ -228,6 +224,4 @@ class CorpusSpec:
 def specs(quick: bool) -> list[CorpusSpec]:
     """The corpora of a run: the sample knowledge base and the generated sizes."""
     sizes = [1_000, 10_000] if quick else [1_000, 10_000, 50_000]
-    return [CorpusSpec("sample", 0, False)] + [
-        CorpusSpec(f"{n // 1000}k", n, True) for n in sizes
-    ]
+    return [CorpusSpec("sample", 0, False)] + [CorpusSpec(f"{n // 1000}k", n, True) for n in sizes]

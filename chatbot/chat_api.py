@@ -46,12 +46,14 @@ class ChatApi:
 
     def cache_stats(self, request: flask.Request) -> Reply:
         """GET /cache/stats: this instance's cache."""
-        return Reply(self.service.cache.stats())
+        return Reply(self.service.cache_stats())
 
     def info(self, request: flask.Request, routes: dict) -> Reply:
         """GET /: what this API is and how to use it."""
         listing = []
         for path, methods in routes.items():
+            if path.startswith("/docs/"):
+                continue  # Swagger UI's static assets are not API routes
             for method, route in methods.items():
                 limit = getattr(self.settings, route.rate) if route.rate else "unlimited"
                 listing.append({"method": method, "path": path, "rate_limit": limit})

@@ -7,6 +7,7 @@ ChatbotError (500)
 │   ├── PayloadTooLarge (413)
 │   ├── UnsupportedMediaType (415)
 │   ├── Unauthorized (401)
+│   ├── Conflict (409)                the target's state forbids it (corrupt snapshot, lost race)
 │   └── RateLimited (429)             carries the limit text and reset time
 ├── NotReady (503)                    no verified snapshot is being served yet
 ├── GenerationUnavailable (503)       Gemini stayed down past retries or the deadline
@@ -79,6 +80,11 @@ class UnsupportedMediaType(ClientError):
 class Unauthorized(ClientError):
     status_code = 401
     public_message = "Missing or invalid X-Admin-Token"
+
+
+class Conflict(ClientError):
+    status_code = 409
+    public_message = "Conflict"
 
 
 class RateLimited(ClientError):

@@ -91,10 +91,12 @@ def read_json(request: flask.Request, max_bytes: int) -> object:
         value = json.loads(text)
     except RecursionError:
         raise ClientError(f"JSON nests deeper than {MAX_JSON_DEPTH} levels") from None
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise ClientError(
             f"Request body is not valid JSON: {exc.msg} at position {exc.pos}"
         ) from None
+    except ValueError:  # an integer longer than Python converts (sys.int_max_str_digits)
+        raise ClientError("Request body is not valid JSON: a number has too many digits") from None
     if _depth(value, MAX_JSON_DEPTH):
         raise ClientError(f"JSON nests deeper than {MAX_JSON_DEPTH} levels")
     return value
@@ -138,7 +140,7 @@ class Router:
     def __call__(self, request: flask.Request) -> flask.Response:
         started = time.perf_counter()
         request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex[:16]
-        if not request_id.replace("-", "").isalnum():
+        if not (request_id.isascii() and request_id.replace("-", "").isalnum()):
             request_id = uuid.uuid4().hex[:16]
         token = set_request_context(
             request_id=request_id, trace=trace_id_from_headers(request.headers)

@@ -5,12 +5,16 @@ On the first request the instance restores LATEST (bounded retries; a failure is
 CONTROL_POLL_SECONDS, a background thread started by a request reads LATEST and the cache
 epoch, restores a new snapshot beside the live one and swaps it in; the old directory is
 deleted once no request holds it (/tmp is RAM on Cloud Functions). At most every
-HEARTBEAT_SECONDS it writes this instance's heartbeat. None of it blocks or fails a visitor.
+HEARTBEAT_SECONDS it writes this instance's heartbeat. None of it blocks or fails a visitor:
+a storage error during a poll is logged and the next poll tries again.
+
+Polls are started by requests (any route that touches the service), not by a timer: Cloud
+Functions gives an instance CPU only while it serves, so an idle instance catches up on its
+next request.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -23,14 +27,28 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from chatbot.config import Settings
+from chatbot.control import EPOCH_KEY, INSTANCES_PREFIX, MalformedEpoch, read_epoch, write_heartbeat
 from chatbot.errors import NotReady, ObjectNotFound, SnapshotError, StorageError
 from chatbot.index import KnowledgeIndex
+from chatbot.logs import truncate
 from chatbot.snapshot import Manifest, check_embedder, read_latest, read_manifest, restore
 from chatbot.storage import Storage
 
-EPOCH_KEY = "control/cache-epoch"
-INSTANCES_PREFIX = "control/instances/"
+__all__ = [
+    "COLD_START_ATTEMPTS",
+    "COLD_START_BACKOFF",
+    "EPOCH_KEY",  # re-exported: the control objects' keys live in chatbot/control.py
+    "INSTANCES_PREFIX",
+    "STORAGE_RETRY_SECONDS",
+    "ControlState",
+    "LiveSnapshot",
+    "SnapshotManager",
+]
 COLD_START_ATTEMPTS = 3
+COLD_START_BACKOFF = 1.0  # after a failed cold start, requests get the 503 at once this long
+# The Cloud Storage client's own retries of one call; the cold start and the poll retry on
+# top of it, so a storage outage costs a visitor seconds, not the client's default 2 minutes.
+STORAGE_RETRY_SECONDS = 5.0
 logger = logging.getLogger(__name__)
 
 
@@ -84,6 +102,7 @@ class SnapshotManager:
         self._lock = threading.Lock()  # guards _live and users counts
         self._load_lock = threading.Lock()  # one restore at a time
         self._poller: threading.Thread | None = None
+        self._loading: str | None = None  # directory a restore is filling or reusing
         self.control = ControlState()
         self.not_ready_reason: str | None = "no snapshot loaded yet"
         self._next_cold_attempt = float("-inf")
@@ -146,8 +165,13 @@ class SnapshotManager:
                     )
                     if attempt + 1 < COLD_START_ATTEMPTS:
                         self._sleep(0.2 * 2**attempt)
-            self.not_ready_reason = str(last_error)
-            self._next_cold_attempt = self._clock() + 1.0
+            if isinstance(last_error, StorageError):
+                self.not_ready_reason = (
+                    f"cannot read the snapshot store: {truncate(str(last_error), 200)}"
+                )
+            else:
+                self.not_ready_reason = str(last_error)
+            self._next_cold_attempt = self._clock() + COLD_START_BACKOFF
             logger.error("No snapshot can be served: %s", last_error)
             raise NotReady(self.not_ready_reason)
 
@@ -155,10 +179,17 @@ class SnapshotManager:
         """Restore and open ``version``, then make it live; raises on any failure."""
         if version in self.control.refused:
             raise SnapshotError(f"snapshot {version} was refused: {self.control.refused[version]}")
+        directory = str(self.settings.snapshot_dir / version)
+        with self._lock:
+            # A retired copy of this version may still be draining: keep _dispose off it.
+            self._loading = directory
         try:
             manifest = read_manifest(self.storage, version)
             check_embedder(manifest, self._fingerprint())
-            restored = restore(self.storage, manifest, self.settings.snapshot_dir)
+            try:
+                restored = restore(self.storage, manifest, self.settings.snapshot_dir)
+            except ObjectNotFound:
+                raise SnapshotError(f"snapshot {version} has a manifest but no archive") from None
             index = KnowledgeIndex(restored.path)
             if index.count != manifest.chunks:
                 index.close()
@@ -169,9 +200,16 @@ class SnapshotManager:
         except SnapshotError as exc:
             self.control.refused[version] = str(exc)
             logger.error("Refused snapshot %s: %s", version, exc)
+            with self._lock:
+                self._loading = None
+            raise
+        except BaseException:
+            with self._lock:
+                self._loading = None
             raise
         live = LiveSnapshot(manifest, index, str(restored.path.parent), restored.timings)
         with self._lock:
+            self._loading = None
             old, self._live = self._live, live
             if old is not None:
                 old.retired = True
@@ -188,12 +226,29 @@ class SnapshotManager:
             self._dispose(old)
 
     def _dispose(self, live: LiveSnapshot) -> None:
+        """Close a retired snapshot and delete its directory unless it is (again) in use."""
         try:
             live.index.close()
-        finally:
-            if self._live is None or self._live.directory != live.directory:
-                shutil.rmtree(live.directory, ignore_errors=True)
-                logger.info("Deleted retired snapshot %s", live.version)
+        except Exception:  # noqa: BLE001 - a failed close must not keep the files forever
+            logger.exception("Closing retired snapshot %s failed", live.version)
+        with self._lock:
+            in_use = {self._live.directory if self._live else None, self._loading}
+            if live.directory in in_use:  # rolled back to it meanwhile: the files are live
+                return
+            # Renamed under the lock, so a restore of the same version either finds the
+            # directory complete or not at all, never half deleted.
+            trash = os.path.join(
+                os.path.dirname(live.directory),
+                f".retired-{os.path.basename(live.directory)}-{uuid.uuid4().hex[:8]}",
+            )
+            try:
+                os.rename(live.directory, trash)
+            except FileNotFoundError:
+                return
+            except OSError:
+                trash = live.directory
+        shutil.rmtree(trash, ignore_errors=True)
+        logger.info("Deleted retired snapshot %s", live.version)
 
     # -- polling the bucket ---------------------------------------------------------------
 
@@ -215,12 +270,14 @@ class SnapshotManager:
             self._read_epoch()
         except StorageError as exc:
             logger.warning("Could not read the cache epoch: %s", exc)
+        except Exception:  # noqa: BLE001 - the poller must never die silently
+            logger.exception("Reading the cache epoch crashed")
         try:
             version, _ = read_latest(self.storage)
-            live = self._live
-            if live is None or (version != live.version and version not in self.control.refused):
+            if self._wants(version):
                 with self._load_lock:
-                    self._load(version)
+                    if self._wants(version):  # a cold start may have loaded it meanwhile
+                        self._load(version)
         except (SnapshotError, StorageError) as exc:
             logger.warning("Snapshot poll failed: %s", exc)
         except Exception:  # noqa: BLE001 - the poller must never die silently
@@ -228,14 +285,17 @@ class SnapshotManager:
         if self._clock() - self.control.last_heartbeat >= self.settings.heartbeat_seconds:
             self.heartbeat()
 
+    def _wants(self, version: str) -> bool:
+        live = self._live
+        if live is None:
+            return True
+        return version != live.version and version not in self.control.refused
+
     def _read_epoch(self) -> None:
         try:
-            raw, _ = self.storage.read(EPOCH_KEY)
-            epoch = int(raw.decode().strip() or 0)
-        except ObjectNotFound:
-            epoch = 0
-        except ValueError:
-            logger.warning("Ignoring a malformed cache epoch object")
+            epoch, _ = read_epoch(self.storage)
+        except MalformedEpoch as exc:
+            logger.warning("Ignoring the cache epoch: %s", exc)
             return
         if epoch != self.control.epoch:
             logger.info(
@@ -253,14 +313,12 @@ class SnapshotManager:
             "snapshot": live.version if live else None,
             "epoch": self.control.epoch,
             "cache": self._stats(),
-            "refused": self.control.refused,
+            "refused": dict(self.control.refused),
             "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "written_at_epoch_s": time.time(),
         }
         try:
-            self.storage.write(
-                f"{INSTANCES_PREFIX}{self.instance_id}.json", json.dumps(body).encode()
-            )
+            write_heartbeat(self.storage, self.instance_id, body)
         except StorageError as exc:
             logger.warning("Could not write the heartbeat: %s", exc)
 

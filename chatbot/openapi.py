@@ -17,6 +17,7 @@ JSON = "application/json"
 CONTACT_EMAIL = "info@romega-solutions.com"
 EXAMPLE_QUESTION = "What services do you offer?"
 EXAMPLE_VERSION = "20260104T103015Z-3f2a9c1d7e"
+RATE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
 
 # The files of the swagger-ui-bundle-v2 package that GET /docs needs, plus our own
 # initializer; chatbot/docs_api.py serves exactly these and nothing else.
@@ -30,7 +31,7 @@ DOCS_ASSETS = (
 
 
 def limit_text(rate: str) -> str:
-    """'20/minute' -> '20 per 1 minute', as the 429 body spells it."""
+    """'20/minute' -> '20 per 1 minute', as the 429 body spells it ('; ' between several)."""
     return "; ".join(str(item) for item in parse_many(rate))
 
 
@@ -40,9 +41,6 @@ def _ref(name: str) -> dict:
 
 def _headers(*names: str) -> dict:
     return {name: {"$ref": f"#/components/headers/{name}"} for name in names}
-
-
-RATE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
 
 
 def _json_response(
@@ -164,7 +162,8 @@ def _limited(rate: str, responses: dict) -> dict:
         "Too many requests from this client IP on this route.",
         _ref("RateLimitError"),
         headers=("Retry-After", *RATE_HEADERS),
-        example={"error": f"Rate limit exceeded: {limit_text(rate)}"},
+        # The body names the one limit that was hit; with several, the example shows the first.
+        example={"error": f"Rate limit exceeded: {parse_many(rate)[0]}"},
     )
     return {**responses, "429": too_many}
 
@@ -594,35 +593,71 @@ def chat_document(settings: Settings) -> dict:
 
 
 def _admin_schemas() -> dict:
+    # Nested objects stay open: they carry manifests and heartbeats that grow over time.
+    snapshot_summary = {
+        "type": "object",
+        "required": ["version"],
+        "properties": {
+            "version": {"type": "string"},
+            "created_at": {"type": ["string", "null"]},
+            "documents": {"type": ["integer", "null"]},
+            "chunks": {"type": "integer"},
+            "embedding_model": {"type": "string"},
+        },
+    }
     return {
         **_common_schemas(),
         "FleetStats": {
             "type": "object",
             "description": "The cache epoch and the stats each live chat instance last "
             "reported in its heartbeat.",
-            "required": ["epoch", "instances"],
+            "required": ["epoch", "instances", "stale_instances", "totals"],
             "properties": {
                 "epoch": {"type": "integer", "minimum": 0},
                 "instances": {"type": "array", "items": {"type": "object"}},
+                "stale_instances": {"type": "array", "items": {"type": "object"}},
+                "totals": {
+                    "type": "object",
+                    "required": ["instances", "entries", "hits", "misses", "hit_rate"],
+                    "properties": {
+                        "instances": {"type": "integer", "minimum": 0},
+                        "entries": {"type": "integer", "minimum": 0},
+                        "hits": {"type": "integer", "minimum": 0},
+                        "misses": {"type": "integer", "minimum": 0},
+                        "hit_rate": {"type": "number", "minimum": 0, "maximum": 1},
+                    },
+                },
+                "fresh_within_seconds": {"type": "number"},
+                "pruned": {"type": "integer", "minimum": 0},
             },
         },
         "CacheCleared": {
             "type": "object",
-            "required": ["message"],
+            "required": ["message", "epoch"],
             "properties": {
-                "message": {"type": "string", "examples": ["Cache cleared. ..."]},
-                "epoch": {"type": "integer", "minimum": 0},
+                "message": {"type": "string", "pattern": "^Cache cleared\\."},
+                "epoch": {"type": "integer", "minimum": 1},
             },
         },
         "SnapshotList": {
             "type": "object",
-            "required": ["latest", "snapshots"],
+            "required": ["latest", "count", "snapshots"],
             "properties": {
                 "latest": {"type": ["string", "null"], "description": "The live version."},
+                "count": {"type": "integer", "minimum": 0},
                 "snapshots": {
                     "type": "array",
-                    "description": "Published versions with their manifests.",
-                    "items": {"type": "object"},
+                    "description": "Published versions with their manifests, newest first; "
+                    "one that cannot be activated carries an `error`.",
+                    "items": {
+                        **snapshot_summary,
+                        "properties": {
+                            **snapshot_summary["properties"],
+                            "latest": {"type": "boolean"},
+                            "archive_present": {"type": "boolean"},
+                            "error": {"type": "string"},
+                        },
+                    },
                 },
             },
         },
@@ -630,24 +665,78 @@ def _admin_schemas() -> dict:
             "type": "object",
             "required": ["version"],
             "additionalProperties": False,
-            "properties": {"version": {"type": "string", "minLength": 1}},
+            "properties": {
+                "version": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 100,
+                    "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                }
+            },
         },
         "Activated": {
             "type": "object",
-            "required": ["version"],
-            "properties": {"version": {"type": "string"}, "message": {"type": "string"}},
+            "required": ["version", "previous", "message", "snapshot"],
+            "properties": {
+                "version": {"type": "string"},
+                "previous": {"type": ["string", "null"]},
+                "message": {"type": "string"},
+                "snapshot": snapshot_summary,
+            },
         },
+        "AdminInfo": {
+            "type": "object",
+            "required": ["name", "version", "routes"],
+            "properties": {
+                "name": {"type": "string"},
+                "version": {"type": "string"},
+                "description": {"type": "string"},
+                "authentication": {"type": "string"},
+                "routes": {"type": "array", "items": {"type": "object"}},
+                "openapi": {"type": "string"},
+            },
+        },
+    }
+
+
+def _admin_operation(
+    operation_id: str, summary: str, description: str, rate: str, ok: dict, **errors: dict
+) -> dict:
+    """An admin operation: every one is behind the token and may find the bucket unreachable."""
+    return {
+        "operationId": operation_id,
+        "summary": summary,
+        "description": f"{description} Limit: {limit_text(rate)}.".strip(),
+        "responses": _limited(
+            rate,
+            {
+                "200": ok,
+                "401": {"$ref": "#/components/responses/Unauthorized"},
+                **errors,
+                "503": {"$ref": "#/components/responses/StoreUnreachable"},
+            },
+        ),
     }
 
 
 def admin_document(settings: Settings) -> dict:
     """The OpenAPI 3.1 document of the private admin function (served behind the token)."""
     read, write = settings.rate_limit_admin, settings.rate_limit_admin_write
-    unauthorized = {"$ref": "#/components/responses/Unauthorized"}
+    within = f"{settings.control_poll_seconds:g}"
     responses = _common_responses()
     responses["Unauthorized"] = _error_response(
         "X-Admin-Token is missing or wrong, or no ADMIN_TOKEN is configured (fail closed).",
         "Missing or invalid X-Admin-Token",
+    )
+    responses["StoreUnreachable"] = _error_response(
+        "The snapshot bucket could not be reached; retry.",
+        "Service not ready: the snapshot store is unreachable: ...",
+        headers=("Retry-After",),
+    )
+    conflict = _error_response(
+        "The snapshot fails its checks, or another writer changed the bucket meanwhile.",
+        f"Snapshot {EXAMPLE_VERSION} cannot be activated: ...",
+        headers=RATE_HEADERS,
     )
     return {
         "openapi": "3.1.0",
@@ -661,87 +750,84 @@ def admin_document(settings: Settings) -> dict:
         "servers": [{"url": "/"}],
         "security": [{"AdminToken": []}],
         "paths": {
-            "/cache/stats": {
-                "get": {
-                    "operationId": "fleetCacheStats",
-                    "summary": "Fleet cache stats",
-                    "description": f"Limit: {limit_text(read)}.",
-                    "responses": _limited(
-                        read,
-                        {
-                            "200": _json_response(
-                                "Fleet view.", _ref("FleetStats"), headers=RATE_HEADERS
-                            ),
-                            "401": unauthorized,
-                        },
+            "/": {
+                "get": _admin_operation(
+                    "adminInfo",
+                    "What this API is",
+                    "Routes with their limits.",
+                    read,
+                    _json_response("API info.", _ref("AdminInfo"), headers=RATE_HEADERS),
+                )
+            },
+            "/openapi.json": {
+                "get": _admin_operation(
+                    "adminOpenapi",
+                    "This document",
+                    "",
+                    read,
+                    _json_response(
+                        "The OpenAPI 3.1 document.", {"type": "object"}, headers=RATE_HEADERS
                     ),
-                }
+                )
+            },
+            "/cache/stats": {
+                "get": _admin_operation(
+                    "fleetCacheStats",
+                    "Fleet cache stats",
+                    "What every live chat instance last reported.",
+                    read,
+                    _json_response("Fleet view.", _ref("FleetStats"), headers=RATE_HEADERS),
+                )
             },
             "/cache": {
-                "delete": {
-                    "operationId": "clearCache",
-                    "summary": "Clear the cache on every instance",
-                    "description": "Bumps the cache epoch; each chat instance drops its entries "
-                    f"within CONTROL_POLL_SECONDS ({settings.control_poll_seconds:g} s). "
-                    f"Limit: {limit_text(write)}.",
-                    "responses": _limited(
-                        write,
-                        {
-                            "200": _json_response(
-                                "Cleared.", _ref("CacheCleared"), headers=RATE_HEADERS
-                            ),
-                            "401": unauthorized,
-                        },
-                    ),
-                }
+                "delete": _admin_operation(
+                    "clearCache",
+                    "Clear the cache on every instance",
+                    "Bumps the cache epoch; each chat instance drops its entries within "
+                    f"CONTROL_POLL_SECONDS ({within} s).",
+                    write,
+                    _json_response("Cleared.", _ref("CacheCleared"), headers=RATE_HEADERS),
+                )
             },
             "/snapshots": {
-                "get": {
-                    "operationId": "listSnapshots",
-                    "summary": "Published snapshots",
-                    "description": f"Limit: {limit_text(read)}.",
-                    "responses": _limited(
-                        read,
-                        {
-                            "200": _json_response(
-                                "Versions and LATEST.", _ref("SnapshotList"), headers=RATE_HEADERS
-                            ),
-                            "401": unauthorized,
-                        },
+                "get": _admin_operation(
+                    "listSnapshots",
+                    "Published snapshots",
+                    "Every published version with its manifest, and which one is LATEST.",
+                    read,
+                    _json_response(
+                        "Versions and LATEST.", _ref("SnapshotList"), headers=RATE_HEADERS
                     ),
-                }
+                )
             },
             "/snapshots/activate": {
                 "post": {
-                    "operationId": "activateSnapshot",
-                    "summary": "Roll back (or forward) to a published snapshot",
-                    "description": f"Points LATEST at `version`. Limit: {limit_text(write)}.",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            JSON: {
-                                "schema": _ref("ActivateRequest"),
-                                "example": {"version": EXAMPLE_VERSION},
-                            }
-                        },
-                    },
-                    "responses": _limited(
+                    **_admin_operation(
+                        "activateSnapshot",
+                        "Roll back (or forward) to a published snapshot",
+                        "Points LATEST at `version` once its archive checks out; chat "
+                        f"instances switch within {within} s of their next request.",
                         write,
-                        {
-                            "200": _json_response(
-                                "LATEST now points at the version.",
-                                _ref("Activated"),
-                                headers=RATE_HEADERS,
-                            ),
+                        _json_response(
+                            "LATEST now points at the version.",
+                            _ref("Activated"),
+                            headers=RATE_HEADERS,
+                        ),
+                        **{
                             "400": _error_response(
-                                'The body is not {"version": str}.',
+                                'The body is not {"version": <snapshot name>}.',
                                 "Field 'version' is required",
                                 headers=RATE_HEADERS,
                             ),
-                            "401": unauthorized,
                             "404": _error_response(
                                 "No such published version.",
-                                f"Snapshot {EXAMPLE_VERSION} is not published",
+                                f"Snapshot {EXAMPLE_VERSION} is not published (see GET /snapshots)",
+                                headers=RATE_HEADERS,
+                            ),
+                            "409": conflict,
+                            "413": _error_response(
+                                f"The body is larger than {settings.max_body_bytes} bytes.",
+                                f"Request body is larger than {settings.max_body_bytes} bytes",
                                 headers=RATE_HEADERS,
                             ),
                             "415": _error_response(
@@ -751,6 +837,15 @@ def admin_document(settings: Settings) -> dict:
                             ),
                         },
                     ),
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            JSON: {
+                                "schema": _ref("ActivateRequest"),
+                                "example": {"version": EXAMPLE_VERSION},
+                            }
+                        },
+                    },
                 }
             },
         },

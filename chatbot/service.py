@@ -17,7 +17,7 @@ from chatbot.cache import AnswerCache, cache_key
 from chatbot.config import API_VERSION, Settings
 from chatbot.embeddings import Embedder, make_embedder
 from chatbot.errors import ClientError, NotReady
-from chatbot.live import SnapshotManager
+from chatbot.live import STORAGE_RETRY_SECONDS, SnapshotManager
 from chatbot.logs import truncate
 from chatbot.storage import Storage, open_storage
 
@@ -76,7 +76,7 @@ class ChatService:
         self.generator = generator or self._default_generator(settings)
         self.snapshots = SnapshotManager(
             settings,
-            storage or open_storage(settings.snapshot_uri),
+            storage or open_storage(settings.snapshot_uri, retry_deadline=STORAGE_RETRY_SECONDS),
             self.embedder.fingerprint,
             clock=clock,
             stats=self.cache.stats,
@@ -135,6 +135,11 @@ class ChatService:
         answer = self.generator.answer(message, relevant)
         timings["generation_ms"] = (time.perf_counter() - t2) * 1000
         return answer
+
+    def cache_stats(self) -> dict:
+        """This instance's cache statistics; also lets an idle instance catch up on the bucket."""
+        self.snapshots.maybe_poll()
+        return self.cache.stats()
 
     def health(self) -> tuple[int, dict]:
         """(status, body) for GET /health: 503 with the reason while not ready."""

@@ -47,6 +47,7 @@ def valid_version(version: str) -> bool:
     """Versions are plain names: they become object keys and directory names."""
     return (
         0 < len(version) <= 100
+        and version.isascii()
         and version[0].isalnum()
         and all(ch.isalnum() or ch in "-_." for ch in version)
     )
@@ -185,6 +186,18 @@ def read_manifest(storage: Storage, version: str) -> Manifest:
     return Manifest.parse(raw, expected_version=version)
 
 
+def check_archive(archive: Path, manifest: Manifest) -> None:
+    """Refuse an archive whose size or sha256 differs from what its manifest promises."""
+    size = archive.stat().st_size
+    digest = sha256_file(archive)
+    if size != int(manifest.archive["bytes"]) or digest != manifest.archive["sha256"]:
+        raise SnapshotError(
+            f"snapshot {manifest.version} failed its integrity check: sha256 {digest[:12]}... "
+            f"({size} bytes) does not match the manifest's "
+            f"{manifest.archive['sha256'][:12]}... ({manifest.archive['bytes']} bytes)"
+        )
+
+
 @dataclass(frozen=True)
 class Restored:
     """A verified snapshot extracted on local disk."""
@@ -208,14 +221,7 @@ def restore(storage: Storage, manifest: Manifest, root: Path) -> Restored:
         t0 = time.perf_counter()
         storage.download(archive_key(manifest.version), archive)
         t1 = time.perf_counter()
-        size = archive.stat().st_size
-        digest = sha256_file(archive)
-        if size != int(manifest.archive["bytes"]) or digest != manifest.archive["sha256"]:
-            raise SnapshotError(
-                f"snapshot {manifest.version} failed its integrity check: sha256 {digest[:12]}... "
-                f"({size} bytes) does not match the manifest's "
-                f"{manifest.archive['sha256'][:12]}... ({manifest.archive['bytes']} bytes)"
-            )
+        check_archive(archive, manifest)
         t2 = time.perf_counter()
         staged = work / "version"
         safe_extract(archive, staged / "chroma")

@@ -142,10 +142,15 @@ class LocalStorage:
             self._gen_path(key).unlink(missing_ok=True)
 
 
-def open_storage(uri: str) -> Storage:
-    """Open ``gs://bucket/prefix`` as Cloud Storage, anything else as a local folder."""
+def open_storage(uri: str, *, retry_deadline: float | None = None) -> Storage:
+    """Open ``gs://bucket/prefix`` as Cloud Storage, anything else as a local folder.
+
+    ``retry_deadline`` bounds the Cloud Storage client's own retries of one call, for callers
+    that retry on their own terms (a chat instance's cold start, its background poll).
+    """
     if uri.startswith("gs://"):
         from chatbot.gcs import GCSStorage
 
-        return GCSStorage.from_uri(uri)
+        options = {} if retry_deadline is None else {"retry_deadline": retry_deadline}
+        return GCSStorage.from_uri(uri, **options)
     return LocalStorage(uri)

@@ -1,14 +1,20 @@
-"""Publish a built snapshot: immutable objects first, the LATEST pointer swapped last."""
+"""Publish a built snapshot: immutable objects first, the LATEST pointer swapped last.
+
+Moving LATEST to an already-published version (``activate``) lives in chatbot/publishing.py,
+shared with the admin function; it is re-exported here for the indexer's callers.
+"""
 
 from __future__ import annotations
 
 import logging
 
 from chatbot.errors import PreconditionFailed, SnapshotError
-from chatbot.snapshot import LATEST, Manifest, archive_key, manifest_key, read_manifest
+from chatbot.publishing import Activation, activate
+from chatbot.snapshot import LATEST, archive_key, manifest_key
 from chatbot.storage import Storage
 from indexer.build import BuiltSnapshot
 
+__all__ = ["Activation", "activate", "publish"]
 logger = logging.getLogger(__name__)
 
 
@@ -43,14 +49,3 @@ def publish(storage: Storage, built: BuiltSnapshot) -> str:
         raise
     logger.info("Published snapshot %s to %s", version, storage.uri)
     return version
-
-
-def activate(storage: Storage, version: str) -> Manifest:
-    """Point LATEST at an already-published version (rollback), after checking it exists."""
-    manifest = read_manifest(storage, version)
-    if storage.generation(archive_key(version)) is None:
-        raise SnapshotError(f"snapshot {version} has a manifest but no archive")
-    storage.write(
-        LATEST, f"{version}\n".encode(), if_generation_match=storage.generation(LATEST) or 0
-    )
-    return manifest

@@ -111,9 +111,13 @@ def chat_client(chat_env):
     """A test client of the real functions-framework app for functions/chat/main.py."""
     from functions_framework import create_app
 
+    from tests.openapi_check import OpenApiClient
+
     def make(**env):
         chat_env(**env)
-        return create_app("chat", str(CHAT_SOURCE)).test_client()
+        app = create_app("chat", str(CHAT_SOURCE))
+        app.test_client_class = OpenApiClient  # every response is held to the OpenAPI document
+        return app.test_client()
 
     return make
 

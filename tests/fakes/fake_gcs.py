@@ -49,10 +49,16 @@ def _free_port() -> int:
 class FakeGCSServer:
     """A fake-gcs-server process on 127.0.0.1 with an in-memory backend."""
 
-    def __init__(self, log_file: str | Path | None = None, start_timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        log_file: str | Path | None = None,
+        start_timeout: float = 15.0,
+        port: int | None = None,
+    ) -> None:
         self.log_file = Path(log_file) if log_file else None
         self.start_timeout = start_timeout
-        self.port = 0
+        self.fixed_port = port  # e.g. where a client is already trying to connect
+        self.port = port or 0
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -70,7 +76,11 @@ class FakeGCSServer:
         return {"STORAGE_EMULATOR_HOST": self.url}
 
     def start(self) -> FakeGCSServer:
-        """Start the server on a free port and wait until it answers."""
+        """Start the server (on a free port unless one was given) and wait until it answers."""
+        if self.fixed_port:
+            if self._launch():
+                return self
+            raise RuntimeError(f"fake-gcs-server could not listen on port {self.fixed_port}")
         for _ in range(3):  # another process may grab the port between probe and bind
             self.port = _free_port()
             if self._launch():

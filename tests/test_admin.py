@@ -1,0 +1,327 @@
+"""The admin function in-process: the real functions-framework app over a local-folder bucket."""
+
+from __future__ import annotations
+
+import time
+
+import flask
+import pytest
+from functions_framework import create_app
+
+from chatbot.admin_api import AdminApi
+from chatbot.config import Settings
+from chatbot.control import EPOCH_KEY, bump_epoch, heartbeat_key, read_epoch, write_heartbeat
+from chatbot.errors import StorageError
+from chatbot.http import Route, Router
+from chatbot.live import SnapshotManager
+from chatbot.openapi import admin_document
+from chatbot.service import ChatService
+from chatbot.snapshot import LATEST, archive_key, read_latest
+from chatbot.storage import LocalStorage
+from tests.conftest import ADMIN_SOURCE
+from tests.openapi_check import Contract
+from tests.publishing import corrupt_archive, publish_copy
+
+TOKEN = "admin-test-token-5f1c2e9a"
+ROUTES = [
+    ("GET", "/cache/stats"),
+    ("DELETE", "/cache"),
+    ("GET", "/snapshots"),
+    ("POST", "/snapshots/activate"),
+    ("GET", "/openapi.json"),
+    ("GET", "/"),
+]
+CONTRACT = Contract(admin_document(Settings()))
+
+
+def check_contract(response, path: str, method: str) -> None:
+    """Hold every response to the admin function's OpenAPI document."""
+    CONTRACT.check(response, path, method)
+
+
+@pytest.fixture
+def admin_client(monkeypatch, bucket):
+    """A test client of functions/admin/main.py serving ``bucket``; ADMIN_TOKEN=TOKEN by default."""
+
+    def make(**env):
+        monkeypatch.setenv("SNAPSHOT_URI", bucket.uri)
+        env.setdefault("ADMIN_TOKEN", TOKEN)
+        for key, value in env.items():
+            if value is None:
+                monkeypatch.delenv(key, raising=False)
+            else:
+                monkeypatch.setenv(key, str(value))
+        client = create_app("admin", str(ADMIN_SOURCE)).test_client()
+
+        def call(method, path, token=TOKEN, **kwargs):
+            headers = kwargs.pop("headers", {})
+            if token is not None:
+                headers["X-Admin-Token"] = token
+            response = client.open(path, method=method, headers=headers, **kwargs)
+            check_contract(response, path, method)
+            return response
+
+        return call
+
+    return make
+
+
+# -- the token --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method,path", ROUTES)
+def test_every_route_refuses_a_missing_or_wrong_token(admin_client, bucket, method, path):
+    call = admin_client()
+    latest_before = bucket.read(LATEST)
+    tokens = (None, "", "wrong", TOKEN.upper(), TOKEN + "x", TOKEN[:-1], "tök")
+    for i, token in enumerate(tokens):  # one client IP each: write routes allow 5 a minute
+        ip = {"REMOTE_ADDR": f"192.0.2.{i + 1}"}
+        resp = call(method, path, token=token, json={"version": "x"}, environ_base=ip)
+        assert resp.status_code == 401, (token, resp.get_json())
+        assert resp.get_json() == {"error": "Missing or invalid X-Admin-Token", "status": "error"}
+    assert bucket.generation(EPOCH_KEY) is None  # nothing was done on the way
+    assert bucket.read(LATEST) == latest_before
+
+
+def test_without_an_admin_token_configured_everything_is_refused(admin_client, bucket):
+    call = admin_client(ADMIN_TOKEN=None)
+    for method, path in ROUTES:
+        for token in (None, "", "anything"):
+            resp = call(method, path, token=token)
+            assert resp.status_code == 401
+            assert "ADMIN_TOKEN is not configured" in resp.get_json()["error"]
+    assert bucket.generation(EPOCH_KEY) is None
+
+
+def test_brute_force_is_rate_limited_before_the_token_is_checked(admin_client):
+    call = admin_client()
+    statuses = [call("DELETE", "/cache", token=f"guess-{i}").status_code for i in range(7)]
+    assert statuses == [401] * 5 + [429, 429]
+    # The limit is per client IP: another address still gets its own five.
+    other = call("DELETE", "/cache", environ_base={"REMOTE_ADDR": "192.0.2.9"})
+    assert other.status_code == 200
+
+
+def test_no_token_reaches_the_logs(admin_client, capsys):
+    call = admin_client()
+    assert call("GET", "/snapshots").status_code == 200
+    assert call("GET", "/snapshots", token="wrong-guess-7c1d9e").status_code == 401
+    assert call("DELETE", "/cache", token="another-guess-4b2a").status_code == 401
+    out = capsys.readouterr()
+    logged = out.out + out.err
+    assert "/snapshots" in logged  # the summary lines were written where we look
+    for secret in (TOKEN, "wrong-guess-7c1d9e", "another-guess-4b2a"):
+        assert secret not in logged
+
+
+# -- cache -------------------------------------------------------------------------------------
+
+
+def test_delete_cache_bumps_the_epoch_and_says_how_soon(admin_client, bucket):
+    call = admin_client(CONTROL_POLL_SECONDS="7")
+    first = call("DELETE", "/cache")
+    assert first.status_code == 200
+    assert first.get_json() == {
+        "message": "Cache cleared. Every chat instance drops its cached answers within 7 seconds.",
+        "epoch": 1,
+    }
+    assert call("DELETE", "/cache").get_json()["epoch"] == 2
+    assert read_epoch(bucket)[0] == 2
+    assert call("GET", "/cache/stats").get_json()["epoch"] == 2
+
+
+def test_delete_cache_is_limited_to_5_per_minute(admin_client):
+    call = admin_client()
+    responses = [call("DELETE", "/cache") for _ in range(6)]
+    assert [r.status_code for r in responses] == [200] * 5 + [429]
+    limited = responses[-1]
+    assert limited.get_json() == {"error": "Rate limit exceeded: 5 per 1 minute"}
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert limited.headers["X-RateLimit-Remaining"] == "0"
+    assert [r.get_json()["epoch"] for r in responses[:5]] == [1, 2, 3, 4, 5]
+
+
+def test_a_clear_reaches_a_chat_instance_on_its_next_poll(admin_client, bucket, embedder, tmp_path):
+    settings = Settings.from_env({"SNAPSHOT_DIR": str(tmp_path / "snap")})
+    service = ChatService(settings, storage=bucket, embedder=embedder)
+    question = "What services do you offer?"
+    service.chat(question)
+    assert service.chat(question).cached is True
+    assert admin_client()("DELETE", "/cache").status_code == 200
+    service.snapshots.poll()
+    assert service.cache.stats()["valid_entries"] == 0
+    assert service.chat(question).cached is False
+
+
+def test_concurrent_clears_are_not_lost(bucket):
+    class Racing(LocalStorage):
+        """Another admin bumps the epoch between our read and our write, once."""
+
+        raced = False
+
+        def write(self, key, data, *, if_generation_match=None):
+            if key == EPOCH_KEY and not self.raced:
+                self.raced = True
+                bump_epoch(LocalStorage(self.root))
+            return super().write(key, data, if_generation_match=if_generation_match)
+
+    storage = Racing(bucket.root)
+    assert bump_epoch(storage) == 2  # ours landed after theirs instead of overwriting it
+    assert read_epoch(bucket)[0] == 2
+
+
+def test_fleet_stats_totals_live_instances_and_drops_dead_ones(admin_client, bucket):
+    now = time.time()
+    for instance, entries, hits, misses in (("chat-b", 2, 1, 2), ("chat-a", 3, 4, 3)):
+        settings = Settings.from_env({"INSTANCE_ID": instance, "HEARTBEAT_SECONDS": "5"})
+        cache = {"valid_entries": entries, "total_entries": entries, "hits": hits, "misses": misses}
+        SnapshotManager(settings, bucket, lambda: {}, stats=lambda c=cache: c).heartbeat()
+    write_heartbeat(bucket, "quiet", {"instance_id": "quiet", "written_at_epoch_s": now - 60})
+    write_heartbeat(bucket, "gone", {"instance_id": "gone", "written_at_epoch_s": now - 7200})
+    bucket.write("control/instances/garbage.json", b"{not json")
+    bump_epoch(bucket)
+
+    body = admin_client(HEARTBEAT_SECONDS="5")("GET", "/cache/stats").get_json()
+    assert body["epoch"] == 1
+    assert [i["instance_id"] for i in body["instances"]] == ["chat-a", "chat-b"]
+    assert all(i["epoch_applied"] is False for i in body["instances"])  # they saw epoch 0
+    assert body["instances"][0]["cache"]["valid_entries"] == 3
+    assert body["totals"] == {
+        "instances": 2,
+        "entries": 5,
+        "hits": 5,
+        "misses": 5,
+        "hit_rate": 0.5,
+    }
+    assert [s["instance_id"] for s in body["stale_instances"]] == ["quiet"]
+    assert body["pruned"] == 1
+    assert bucket.generation(heartbeat_key("gone")) is None
+    assert bucket.generation(heartbeat_key("quiet")) is not None
+
+
+# -- snapshots ---------------------------------------------------------------------------------
+
+
+def test_snapshots_lists_versions_newest_first_and_latest(
+    admin_client, bucket, built_snapshot, tmp_path
+):
+    v1 = read_latest(bucket)[0]
+    v2 = publish_copy(bucket, built_snapshot, v1 + "-v2", tmp_path / "v2")
+    bucket.write(archive_key("orphan-1"), b"an interrupted publish")
+    body = admin_client()("GET", "/snapshots").get_json()
+    assert body["latest"] == v2 and body["count"] == 3
+    by_version = {s["version"]: s for s in body["snapshots"]}
+    assert by_version[v2]["latest"] is True and by_version[v1]["latest"] is False
+    good = by_version[v1]
+    assert good["chunks"] == built_snapshot.manifest.chunks
+    assert good["archive_sha256"] == built_snapshot.manifest.archive["sha256"]
+    assert good["archive_present"] is True and good["embedding"]["dimension"] == 384
+    assert "no manifest" in by_version["orphan-1"]["error"]
+
+
+def test_activate_rolls_back_and_forward(admin_client, bucket, built_snapshot, tmp_path):
+    v1 = read_latest(bucket)[0]
+    v2 = publish_copy(bucket, built_snapshot, v1 + "-v2", tmp_path / "v2")
+    call = admin_client(CONTROL_POLL_SECONDS="3")
+    back = call("POST", "/snapshots/activate", json={"version": v1})
+    assert back.status_code == 200, back.get_json()
+    body = back.get_json()
+    assert body["version"] == v1 and body["previous"] == v2
+    assert "within 3 seconds" in body["message"]
+    assert body["snapshot"]["chunks"] == built_snapshot.manifest.chunks
+    assert read_latest(bucket)[0] == v1
+    again = call("POST", "/snapshots/activate", json={"version": v1}).get_json()
+    assert "already LATEST" in again["message"]
+    forward = call("POST", "/snapshots/activate", json={"version": v2})
+    assert forward.status_code == 200 and read_latest(bucket)[0] == v2
+
+
+def test_activate_refuses_an_unknown_version(admin_client, bucket):
+    latest = read_latest(bucket)
+    resp = admin_client()("POST", "/snapshots/activate", json={"version": "20990101T000000Z-nope"})
+    assert resp.status_code == 404
+    assert resp.get_json() == {
+        "error": "Snapshot 20990101T000000Z-nope is not published (see GET /snapshots)",
+        "status": "error",
+    }
+    assert read_latest(bucket) == latest
+
+
+def test_activate_refuses_a_corrupt_version(admin_client, bucket, built_snapshot, tmp_path):
+    latest = read_latest(bucket)
+    bad = publish_copy(
+        bucket, built_snapshot, "20990101T000000Z-bad", tmp_path / "bad", latest=False
+    )
+    corrupt_archive(bucket, bad)
+    missing = publish_copy(
+        bucket, built_snapshot, "20990101T000000Z-gone", tmp_path / "gone", latest=False
+    )
+    bucket.delete(archive_key(missing))
+    call = admin_client()
+    resp = call("POST", "/snapshots/activate", json={"version": bad})
+    assert resp.status_code == 409
+    assert "failed its integrity check" in resp.get_json()["error"]
+    resp = call("POST", "/snapshots/activate", json={"version": missing})
+    assert resp.status_code == 409 and "no archive" in resp.get_json()["error"]
+    assert read_latest(bucket) == latest
+
+
+@pytest.mark.parametrize(
+    "kwargs,status,message",
+    [
+        ({"data": "version=x", "content_type": "text/plain"}, 415, "Content-Type must be"),
+        ({"data": "{nope", "content_type": "application/json"}, 400, "not valid JSON"),
+        ({"data": "", "content_type": "application/json"}, 400, "empty"),
+        ({"json": ["v1"]}, 400, "must be a JSON object"),
+        ({"json": {}}, 400, "Field 'version' is required"),
+        ({"json": {"version": 5}}, 400, "must be a string"),
+        ({"json": {"version": None}}, 400, "must be a string"),
+        ({"json": {"version": "../LATEST"}}, 400, "must be a snapshot name"),
+        ({"json": {"version": "x" * 101}}, 400, "must be a snapshot name"),
+        ({"json": {"version": "v1", "force": True}}, 400, "Unknown field(s): force"),
+        ({"data": "x" * 70000, "content_type": "application/json"}, 413, "larger than"),
+    ],
+)
+def test_activate_answers_bad_input_with_a_json_4xx(admin_client, bucket, kwargs, status, message):
+    latest = read_latest(bucket)
+    resp = admin_client()("POST", "/snapshots/activate", **kwargs)
+    assert resp.status_code == status
+    body = resp.get_json()
+    assert body["status"] == "error" and message in body["error"]
+    assert read_latest(bucket) == latest
+
+
+def test_unknown_routes_and_methods_are_json_errors(admin_client):
+    call = admin_client()
+    missing = call("GET", "/nope")
+    assert missing.status_code == 404 and missing.get_json()["status"] == "error"
+    wrong = call("GET", "/cache")
+    assert wrong.status_code == 405 and wrong.headers["Allow"] == "DELETE, OPTIONS"
+    assert call("POST", "/snapshots").status_code == 405
+
+
+def test_openapi_document_and_index_are_behind_the_token(admin_client):
+    call = admin_client()
+    assert call("GET", "/openapi.json", token=None).status_code == 401
+    document = call("GET", "/openapi.json").get_json()
+    assert document["info"]["title"] == "Romega Chatbot admin API"
+    index = call("GET", "/").get_json()
+    assert {"method": "DELETE", "path": "/cache", "rate_limit": "5/minute"} in index["routes"]
+
+
+def test_an_unreachable_bucket_is_a_503_with_the_reason():
+    class Down(LocalStorage):
+        def read(self, key):
+            raise StorageError("gs://romega/prod/LATEST: ConnectionError: refused")
+
+        def list(self, prefix):
+            raise StorageError("gs://romega/prod/snapshots: ConnectionError: refused")
+
+    settings = Settings(admin_token=TOKEN)
+    api = AdminApi(settings, storage=Down("/nonexistent"))
+    router = Router(settings, {"/snapshots": {"GET": Route(api.guarded(api.snapshots), None)}})
+    app = flask.Flask(__name__)
+    with app.test_request_context("/snapshots", headers={"X-Admin-Token": TOKEN}):
+        response = router(flask.request)
+    assert response.status_code == 503
+    assert "snapshot store is unreachable" in response.get_json()["error"]

@@ -1,0 +1,144 @@
+"""A chat instance following the bucket: hot swaps, draining, outages, cold-start retries."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from chatbot.config import Settings
+from chatbot.errors import NotReady, StorageError
+from chatbot.live import COLD_START_ATTEMPTS, COLD_START_BACKOFF, SnapshotManager
+from chatbot.service import ChatService
+from chatbot.snapshot import read_latest
+from chatbot.storage import LocalStorage
+from tests.publishing import point_latest, publish_copy
+
+QUESTION = "What services do you offer?"
+
+
+class Flaky(LocalStorage):
+    """A local bucket that can be switched off: every call then fails as a network error would."""
+
+    down = False
+    calls = 0
+
+    def _check(self) -> None:
+        self.calls += 1
+        if self.down:
+            raise StorageError(f"{self.uri}: ConnectionError: connection refused")
+
+    def read(self, key):
+        self._check()
+        return super().read(key)
+
+    def download(self, key, dest):
+        self._check()
+        return super().download(key, dest)
+
+    def write(self, key, data, *, if_generation_match=None):
+        self._check()
+        return super().write(key, data, if_generation_match=if_generation_match)
+
+    def generation(self, key):
+        self._check()
+        return super().generation(key)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def make_service(bucket, embedder, tmp_path):
+    def make(storage=None) -> ChatService:
+        settings = Settings.from_env({"SNAPSHOT_DIR": str(tmp_path / "snap")})
+        return ChatService(settings, storage=storage or bucket, embedder=embedder)
+
+    return make
+
+
+def test_a_new_snapshot_is_swapped_in_and_the_old_deleted_after_its_last_request(
+    make_service, bucket, built_snapshot, tmp_path
+):
+    service = make_service()
+    v1 = service.chat(QUESTION).body["snapshot"]
+    v2 = publish_copy(bucket, built_snapshot, v1 + "-v2", tmp_path / "v2")
+    snap = tmp_path / "snap"
+    with service.snapshots.lease() as draining:
+        service.snapshots.poll()  # restores v2 beside v1 and swaps while v1 is in use
+        assert service.snapshots.live.version == v2
+        assert (snap / v1).is_dir() and (snap / v2).is_dir()
+        assert draining.index.query(service.embedder.embed([QUESTION])[0], 2)  # v1 still works
+    assert not (snap / v1).exists()
+    assert service.chat(QUESTION).body["snapshot"] == v2
+
+
+def test_rolling_back_to_a_draining_version_keeps_its_files(
+    make_service, bucket, built_snapshot, tmp_path
+):
+    service = make_service()
+    v1 = service.chat(QUESTION).body["snapshot"]
+    publish_copy(bucket, built_snapshot, v1 + "-v2", tmp_path / "v2")
+    with service.snapshots.lease():
+        service.snapshots.poll()  # v2 live, v1 draining
+        point_latest(bucket, v1)
+        service.snapshots.poll()  # back to v1: its complete directory is reused
+        assert service.snapshots.live.version == v1
+    # The old v1 lease ended; the new v1 shares its directory, which must survive.
+    assert (tmp_path / "snap" / v1 / ".complete").is_file()
+    assert not (tmp_path / "snap" / (v1 + "-v2")).exists()
+    assert service.chat(QUESTION, use_cache=False).body["sources"]
+
+
+def test_a_storage_outage_during_polls_never_reaches_a_visitor(
+    make_service, bucket, built_snapshot, tmp_path, caplog
+):
+    storage = Flaky(bucket.root)
+    service = make_service(storage)
+    v1 = service.chat(QUESTION).body["snapshot"]
+    storage.down = True
+    with caplog.at_level(logging.WARNING, logger="chatbot.live"):
+        service.snapshots.poll()
+        result = service.chat(QUESTION, use_cache=False)
+    assert result.body["snapshot"] == v1 and result.body["sources"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("Could not read the cache epoch" in m for m in messages)
+    assert any("Snapshot poll failed" in m for m in messages)
+    assert any("Could not write the heartbeat" in m for m in messages)
+    # Storage is back: the next poll catches up with what was published meanwhile.
+    storage.down = False
+    v2 = publish_copy(bucket, built_snapshot, v1 + "-v2", tmp_path / "v2")
+    service.snapshots.poll()
+    assert service.chat(QUESTION).body["snapshot"] == v2
+
+
+def test_a_cold_start_without_storage_gives_up_after_bounded_retries_then_recovers(
+    bucket, embedder, tmp_path
+):
+    storage = Flaky(bucket.root)
+    storage.down = True
+    clock = Clock()
+    naps: list[float] = []
+    settings = Settings.from_env({"SNAPSHOT_DIR": str(tmp_path / "snap")})
+    manager = SnapshotManager(
+        settings, storage, embedder.fingerprint, clock=clock, sleep=naps.append
+    )
+    with pytest.raises(NotReady, match="cannot read the snapshot store"):
+        with manager.lease():
+            pass
+    assert storage.calls == COLD_START_ATTEMPTS and len(naps) == COLD_START_ATTEMPTS - 1
+    # Within the backoff the next request gets its 503 at once, without touching storage.
+    with pytest.raises(NotReady, match="cannot read the snapshot store"):
+        with manager.lease():
+            pass
+    assert storage.calls == COLD_START_ATTEMPTS
+    assert manager.status()["version"] is None
+    storage.down = False
+    clock.now += COLD_START_BACKOFF
+    with manager.lease() as live:
+        assert live.version == read_latest(bucket)[0]
