@@ -5,6 +5,8 @@
 - ``imports``: how long each group of the chat process's imports takes, in order.
 - ``coldpath URI DIR``: the chat function's cold path step by step, in-process: imports,
   model load, LATEST + manifest, download, verify, extract, open, first query.
+- ``overlap URI DIR MODE``: chromadb import, model session, restore and Chroma open, in
+  sequence or partly on threads (a what-if).
 
 Each prints one JSON line on stdout.
 """
@@ -108,6 +110,47 @@ def coldpath(uri: str, snapshot_dir: str) -> dict:
     return {"steps_s": steps}
 
 
+OVERLAP_MODES = ("sequential", "session on a thread", "session and chromadb import on threads")
+
+
+def overlap(uri: str, snapshot_dir: str, mode: str) -> dict:
+    """Import chromadb, create the ONNX session, restore, open Chroma: in order or overlapped.
+
+    A what-if for the chat function, which runs these four steps one after the other
+    today; the restore itself needs neither chromadb nor the model. ``mode`` is one of
+    OVERLAP_MODES.
+    """
+    import importlib
+    import threading
+    from pathlib import Path
+
+    from chatbot.embeddings import OnnxEmbedder
+    from chatbot.snapshot import read_latest, read_manifest, restore
+    from chatbot.storage import open_storage
+
+    storage = open_storage(uri)
+    manifest = read_manifest(storage, read_latest(storage)[0])
+    embedder = OnnxEmbedder()
+    t0 = time.perf_counter()
+    background = []
+    if mode != OVERLAP_MODES[0]:
+        background.append(threading.Thread(target=embedder.fingerprint))
+    if mode == OVERLAP_MODES[2]:
+        background.append(threading.Thread(target=importlib.import_module, args=("chromadb",)))
+    for thread in background:
+        thread.start()
+    if mode == OVERLAP_MODES[0]:
+        importlib.import_module("chromadb")
+        embedder.fingerprint()
+    restored = restore(storage, manifest, Path(snapshot_dir))
+    for thread in background:
+        thread.join()
+    from chatbot.index import KnowledgeIndex
+
+    KnowledgeIndex(restored.path).close()
+    return {"seconds": time.perf_counter() - t0}
+
+
 def main(argv: list[str]) -> int:
     """Run the named probe and print its JSON result."""
     name, args = argv[0], argv[1:]
@@ -117,6 +160,8 @@ def main(argv: list[str]) -> int:
         result = imports()
     elif name == "coldpath":
         result = coldpath(args[0], args[1])
+    elif name == "overlap":
+        result = overlap(args[0], args[1], args[2])
     else:
         print(f"unknown probe {name!r}", file=sys.stderr)
         return 2

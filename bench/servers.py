@@ -182,16 +182,6 @@ class ChatServer:
         self.stop()
 
 
-# http.server sends a response's headers and body in two writes; with Nagle's algorithm on,
-# the body waits for the client's delayed ACK, adding ~40 ms to every fake Gemini call.
-# StreamRequestHandler.disable_nagle_algorithm is the stdlib's switch for exactly this.
-_FAKE_GEMINI_MAIN = (
-    "import sys, tests.fakes.fake_gemini as fake; "
-    "fake._Handler.disable_nagle_algorithm = True; "
-    "fake.main(sys.argv[1:])"
-)
-
-
 class FakeGeminiProcess:
     """``python -m tests.fakes.fake_gemini`` in its own process."""
 
@@ -204,7 +194,7 @@ class FakeGeminiProcess:
     def start(self) -> FakeGeminiProcess:
         """Spawn it on a free port and read its URL from its first line."""
         self.process = subprocess.Popen(
-            [sys.executable, "-c", _FAKE_GEMINI_MAIN, "--port", "0", *self.args],
+            [sys.executable, "-m", "tests.fakes.fake_gemini", "--port", "0", *self.args],
             env=child_env(),
             cwd=ROOT,
             stdin=subprocess.DEVNULL,

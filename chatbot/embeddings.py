@@ -110,16 +110,20 @@ class OnnxEmbedder:
 
     def fingerprint(self) -> dict:
         """What the manifest records, so a snapshot is only opened with the same model."""
-        self._load()
-        assert self._files is not None
         if self._sha256 is None:
-            self._sha256 = file_sha256(self._files.onnx)
+            # Hashing the file does not need the session: a cold start checks the snapshot's
+            # manifest while warm() builds the session on another thread.
+            self._sha256 = file_sha256((self._files or find_model_files()).onnx)
         return {
             "backend": "local",
             "model": self.model_id,
             "sha256": self._sha256,
             "dimension": self.dimension,
         }
+
+    def warm(self) -> None:
+        """Build the ONNX session now (idempotent), e.g. while a snapshot downloads."""
+        self._load()
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embed texts into an (n, 384) float32 array of unit vectors."""

@@ -36,6 +36,7 @@ class ChatbotError(Exception):
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or self.public_message)
         self.message = message or self.public_message
+        self.log_fields: dict = {}  # what the request's summary log line reports
 
     def body(self) -> dict:
         """The JSON body sent to the client."""
@@ -117,10 +118,11 @@ class NotReady(ChatbotError):
 class GenerationUnavailable(ChatbotError):
     status_code = 503
 
-    def __init__(self, detail: str = "", retry_after: int = 10) -> None:
+    def __init__(self, detail: str = "", retry_after: int = 10, retries: int = 0) -> None:
         super().__init__(FRIENDLY_GENERATION_ERROR)
         self.detail = detail
         self.retry_after = retry_after
+        self.retries = retries
 
     def body(self) -> dict:
         return {"response": FRIENDLY_GENERATION_ERROR, "status": "error"}

@@ -202,7 +202,9 @@ class _RetryPolicy:
                 hint = server_retry_delay(exc)
                 retry_after = DEFAULT_RETRY_AFTER if hint is None else math.ceil(hint)
                 raise GenerationUnavailable(
-                    detail=detail, retry_after=max(1, min(retry_after, MAX_RETRY_AFTER))
+                    detail=detail,
+                    retry_after=max(1, min(retry_after, MAX_RETRY_AFTER)),
+                    retries=attempts - 1,
                 ) from exc
             if _status(exc).isdigit():  # an HTTP error that retrying cannot fix
                 logger.warning("Gemini refused the request with %s", _status(exc))

@@ -153,7 +153,7 @@ class Router:
         except ChatbotError as exc:
             if exc.status_code >= 500:
                 logger.warning("%s %s -> %d: %s", request.method, path, exc.status_code, exc)
-            reply = Reply(exc.body(), exc.status_code, exc.headers())
+            reply = Reply(exc.body(), exc.status_code, exc.headers(), log=exc.log_fields)
         except Exception:
             logger.exception("Unhandled error on %s %s", request.method, path)
             reply = Reply({"error": "Internal server error", "status": "error"}, 500)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
+import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +72,13 @@ def build_collection(path: Path, chunks: list[Chunk], vectors: np.ndarray) -> No
         )
     client.close()
     check_flushed(path, len(chunks))
+    _vacuum(path / "chroma.sqlite3")
+
+
+def _vacuum(database: Path) -> None:
+    """Drop the free pages Chroma leaves behind: snapshots shrink by a third (benchmarks.md)."""
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        conn.execute("VACUUM")
 
 
 def check_flushed(path: Path, expected: int) -> None:

@@ -16,7 +16,7 @@ from chatbot.answer import DONT_KNOW, Answer, ExtractiveAnswerer, GeminiAnswerer
 from chatbot.cache import AnswerCache, cache_key
 from chatbot.config import API_VERSION, Settings
 from chatbot.embeddings import Embedder, make_embedder
-from chatbot.errors import ClientError, NotReady
+from chatbot.errors import ChatbotError, ClientError, NotReady
 from chatbot.live import STORAGE_RETRY_SECONDS, SnapshotManager
 from chatbot.logs import truncate
 from chatbot.storage import Storage, open_storage
@@ -83,6 +83,9 @@ class ChatService:
             on_epoch_change=lambda epoch: self.cache.clear(),
         )
         self.started = time.time()
+        warm = getattr(self.embedder, "warm", None)
+        if warm is not None:  # overlap the model's start-up with the snapshot restore
+            threading.Thread(target=warm, name="embedder-warm-up", daemon=True).start()
         self._lock = threading.Lock()
 
     @staticmethod
@@ -106,7 +109,12 @@ class ChatService:
                 computed.append(answer)
                 return answer
 
-            answer, cached = self.cache.get_or_compute(key, compute, use_cache=use_cache)
+            try:
+                answer, cached = self.cache.get_or_compute(key, compute, use_cache=use_cache)
+            except ChatbotError as exc:  # the summary log line still reports what happened
+                exc.log_fields = {"cached": False, "retries": getattr(exc, "retries", 0)}
+                exc.log_fields.update(timings)
+                raise
             body = {
                 "response": answer.text,
                 "status": "success",
@@ -132,9 +140,10 @@ class ChatService:
                 self.settings.min_relevance,
             )
             return Answer(DONT_KNOW, [], "none")
-        answer = self.generator.answer(message, relevant)
-        timings["generation_ms"] = (time.perf_counter() - t2) * 1000
-        return answer
+        try:
+            return self.generator.answer(message, relevant)
+        finally:
+            timings["generation_ms"] = (time.perf_counter() - t2) * 1000
 
     def cache_stats(self) -> dict:
         """This instance's cache statistics; also lets an idle instance catch up on the bucket."""

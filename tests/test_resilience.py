@@ -44,7 +44,7 @@ def test_a_rejected_request_is_not_retried(chat_client, fake_gemini):
     assert resp.get_json() == {"response": FRIENDLY_GENERATION_ERROR, "status": "error"}
 
 
-def test_gemini_down_gives_the_friendly_503_in_bounded_time(chat_client, fake_gemini):
+def test_gemini_down_gives_the_friendly_503_in_bounded_time(chat_client, fake_gemini, caplog):
     client = gemini_client(
         chat_client, fake_gemini, MAX_RETRIES="3", GENERATION_DEADLINE_SECONDS="3"
     )
@@ -56,6 +56,9 @@ def test_gemini_down_gives_the_friendly_503_in_bounded_time(chat_client, fake_ge
     assert resp.get_json() == {"response": FRIENDLY_GENERATION_ERROR, "status": "error"}
     assert 1 <= int(resp.headers["Retry-After"]) <= 60
     assert fake_gemini.generate_calls == 4  # the first try and MAX_RETRIES retries
+    summary = [r.fields for r in caplog.records if getattr(r, "fields", {}).get("event")]
+    assert summary[-1]["status"] == 503 and summary[-1]["retries"] == 3
+    assert "retrieval_ms" in summary[-1] and "generation_ms" in summary[-1]
     # Failures are not cached: once Gemini is back the same question is answered.
     fake_gemini.set_default(200)
     assert client.post("/chat", json={"message": QUESTION}).status_code == 200
