@@ -20,6 +20,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from chatbot.config import ENVIRONMENT_VARIABLES
+from tests.servers import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 CHAT_SOURCE = ROOT / "functions" / "chat" / "main.py"
@@ -27,22 +30,7 @@ UNLIMITED = "1000000/minute"
 
 # Every variable chatbot.config reads: a benchmark process starts from none of them, so a
 # developer's own GOOGLE_API_KEY or SNAPSHOT_URI cannot leak into a measurement.
-CONFIG_VARS = (
-    "GOOGLE_API_KEY PORT GEMINI_MODEL GEMINI_BASE_URL CACHE_TTL CACHE_MAX_ENTRIES MAX_RETRIES "
-    "RETRY_DELAY GENERATION_DEADLINE_SECONDS GENERATION_TIMEOUT_SECONDS LOG_LEVEL LOG_FORMAT "
-    "SNAPSHOT_URI SNAPSHOT_DIR EMBEDDING_BACKEND RATE_LIMIT_CHAT RATE_LIMIT_INFO "
-    "RATE_LIMIT_STATS RATE_LIMIT_ADMIN RATE_LIMIT_ADMIN_WRITE TRUSTED_PROXY_HOPS "
-    "MAX_MESSAGE_CHARS MAX_BODY_BYTES ALLOWED_ORIGINS ADMIN_TOKEN CONTROL_POLL_SECONDS "
-    "HEARTBEAT_SECONDS K_SERVICE TOP_K MIN_RELEVANCE INSTANCE_ID GOOGLE_CLOUD_PROJECT "
-    "GCP_PROJECT GCLOUD_PROJECT STORAGE_EMULATOR_HOST WORKERS THREADS"
-).split()
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+CONFIG_VARS = (*ENVIRONMENT_VARIABLES, "STORAGE_EMULATOR_HOST", "WORKERS", "THREADS")
 
 
 def child_env(**overrides: str | int | float) -> dict[str, str]:

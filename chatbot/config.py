@@ -13,6 +13,43 @@ from limits import parse_many
 from chatbot.errors import ConfigError
 
 API_VERSION = "1.0.0"
+# Every variable Settings.from_env reads (tests and benchmarks start children from none).
+ENVIRONMENT_VARIABLES = (
+    "GOOGLE_API_KEY",
+    "PORT",
+    "GEMINI_MODEL",
+    "GEMINI_BASE_URL",
+    "CACHE_TTL",
+    "CACHE_MAX_ENTRIES",
+    "MAX_RETRIES",
+    "RETRY_DELAY",
+    "GENERATION_DEADLINE_SECONDS",
+    "GENERATION_TIMEOUT_SECONDS",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "SNAPSHOT_URI",
+    "SNAPSHOT_DIR",
+    "EMBEDDING_BACKEND",
+    "RATE_LIMIT_CHAT",
+    "RATE_LIMIT_INFO",
+    "RATE_LIMIT_STATS",
+    "RATE_LIMIT_ADMIN",
+    "RATE_LIMIT_ADMIN_WRITE",
+    "TRUSTED_PROXY_HOPS",
+    "MAX_MESSAGE_CHARS",
+    "MAX_BODY_BYTES",
+    "ALLOWED_ORIGINS",
+    "ADMIN_TOKEN",
+    "CONTROL_POLL_SECONDS",
+    "HEARTBEAT_SECONDS",
+    "K_SERVICE",
+    "TOP_K",
+    "MIN_RELEVANCE",
+    "INSTANCE_ID",
+    "GOOGLE_CLOUD_PROJECT",
+    "GCP_PROJECT",
+    "GCLOUD_PROJECT",
+)
 DEFAULT_SNAPSHOT_URI = ".local/bucket"
 
 
@@ -150,8 +187,3 @@ class Settings:
             project_id=project_id,
             instance_id=env.get("INSTANCE_ID") or None,
         )
-
-    @property
-    def generator_name(self) -> str:
-        """Which answerer serves: Gemini when a key is set, else the offline extractive one."""
-        return f"gemini:{self.gemini_model}" if self.google_api_key else "extractive"

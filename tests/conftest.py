@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
+from chatbot.config import ENVIRONMENT_VARIABLES
 from chatbot.embeddings import OnnxEmbedder
 from chatbot.storage import LocalStorage
 
@@ -19,44 +19,8 @@ KNOWLEDGE = ROOT / "knowledge"
 CHAT_SOURCE = ROOT / "functions" / "chat" / "main.py"
 ADMIN_SOURCE = ROOT / "functions" / "admin" / "main.py"
 
-# Every variable the functions read: tests start from none of them set.
-CONFIG_VARS = [
-    "GOOGLE_API_KEY",
-    "PORT",
-    "GEMINI_MODEL",
-    "GEMINI_BASE_URL",
-    "CACHE_TTL",
-    "CACHE_MAX_ENTRIES",
-    "MAX_RETRIES",
-    "RETRY_DELAY",
-    "GENERATION_DEADLINE_SECONDS",
-    "GENERATION_TIMEOUT_SECONDS",
-    "LOG_LEVEL",
-    "LOG_FORMAT",
-    "SNAPSHOT_URI",
-    "SNAPSHOT_DIR",
-    "EMBEDDING_BACKEND",
-    "RATE_LIMIT_CHAT",
-    "RATE_LIMIT_INFO",
-    "RATE_LIMIT_STATS",
-    "RATE_LIMIT_ADMIN",
-    "RATE_LIMIT_ADMIN_WRITE",
-    "TRUSTED_PROXY_HOPS",
-    "MAX_MESSAGE_CHARS",
-    "MAX_BODY_BYTES",
-    "ALLOWED_ORIGINS",
-    "ADMIN_TOKEN",
-    "CONTROL_POLL_SECONDS",
-    "HEARTBEAT_SECONDS",
-    "K_SERVICE",
-    "TOP_K",
-    "MIN_RELEVANCE",
-    "INSTANCE_ID",
-    "GOOGLE_CLOUD_PROJECT",
-    "GCP_PROJECT",
-    "GCLOUD_PROJECT",
-    "STORAGE_EMULATOR_HOST",
-]
+# Every variable the functions read, and the emulator switch: tests start from none set.
+CONFIG_VARS = [*ENVIRONMENT_VARIABLES, "STORAGE_EMULATOR_HOST"]
 
 
 @pytest.fixture(autouse=True)
@@ -120,11 +84,6 @@ def chat_client(chat_env):
         return app.test_client()
 
     return make
-
-
-def copy_tree(src: Path, dest: Path) -> Path:
-    shutil.copytree(src, dest)
-    return dest
 
 
 def chat_module():
