@@ -151,6 +151,8 @@ class SnapshotManager:
                     self._load(version)
                     assert self._live is not None
                     self.not_ready_reason = None
+                    # The cold start just read the epoch and LATEST: that counts as a poll.
+                    self.control.last_poll = self._clock()
                     return self._live
                 except SnapshotError as exc:  # a bad snapshot will not fix itself by retrying
                     last_error = exc

@@ -56,7 +56,14 @@ class Clock:
 @pytest.fixture
 def make_service(bucket, embedder, tmp_path):
     def make(storage=None) -> ChatService:
-        settings = Settings.from_env({"SNAPSHOT_DIR": str(tmp_path / "snap")})
+        # No background polls (each test polls explicitly), and every poll heartbeats.
+        settings = Settings.from_env(
+            {
+                "SNAPSHOT_DIR": str(tmp_path / "snap"),
+                "CONTROL_POLL_SECONDS": "3600",
+                "HEARTBEAT_SECONDS": "0",
+            }
+        )
         return ChatService(settings, storage=storage or bucket, embedder=embedder)
 
     return make
