@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import coldstart, indexing, latency, load, memory, report, resilience
-from chatbot.embeddings import OnnxEmbedder
+from bench.servers import clear_config_environment
+from chatbot.answering.embeddings import OnnxEmbedder
 
 SECTIONS = ("coldstart", "latency", "throughput", "memory", "resilience")
 
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    clear_config_environment()  # a developer's GOOGLE_API_KEY or SNAPSHOT_URI must not leak in
 
     started = time.perf_counter()
     results: dict = {

@@ -27,12 +27,11 @@ from pathlib import Path
 
 from bench.indexing import BuiltCorpus
 from bench.probes import OVERLAP_MODES
-from bench.servers import ROOT, ChatServer, child_env
+from bench.servers import ROOT, bench_env, chat_server, child_env
 from bench.stats import median
-from chatbot.gcs import GCSStorage
-from indexer.build import BuiltSnapshot
-from indexer.publish import publish
-from tests.fakes.fake_gcs import FakeGCSServer
+from chatbot.bucket.gcs import GCSStorage
+from chatbot.bucket.publishing import BuiltSnapshot, publish
+from harness.fake_gcs import FakeGCSServer
 
 QUESTION = "What services does Romega Solutions offer?"
 
@@ -70,8 +69,8 @@ def _fresh_dir(workdir: Path, label: str) -> Path:
 def restore_run(uri: str, workdir: Path, extra_env: dict[str, str]) -> dict:
     """One cold start of the chat function: spawn -> listening -> first /chat answer."""
     run_dir = _fresh_dir(workdir, "restore")
-    env = child_env(SNAPSHOT_URI=uri, SNAPSHOT_DIR=run_dir / "snapshots", **extra_env)
-    server = ChatServer(env, run_dir / "server.log")
+    env = bench_env(SNAPSHOT_URI=uri, SNAPSHOT_DIR=run_dir / "snapshots", **extra_env)
+    server = chat_server(env, run_dir / "server.log")
     try:
         server.start()
         up = server.wait_up()
@@ -90,8 +89,8 @@ def restore_run(uri: str, workdir: Path, extra_env: dict[str, str]) -> dict:
 def reembed_run(corpus_spec: str, workdir: Path) -> dict:
     """One cold start of the re-embedding baseline."""
     run_dir = _fresh_dir(workdir, "reembed")
-    env = child_env(BENCH_REEMBED_CORPUS=corpus_spec, TMPDIR=run_dir)
-    server = ChatServer(env, run_dir / "server.log", source=ROOT / "bench" / "reembed_main.py")
+    env = bench_env(BENCH_REEMBED_CORPUS=corpus_spec, TMPDIR=run_dir)
+    server = chat_server(env, run_dir / "server.log", source=ROOT / "bench" / "reembed_main.py")
     try:
         server.start()
         up = server.wait_up()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chatbot.documents import Chunk
+from indexer.documents import Chunk
 
 SEED = 20260104
 CHUNKS_PER_DOCUMENT = 8

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from chatbot.answering.embeddings import OnnxEmbedder
+from chatbot.answering.retrieval import KnowledgeIndex, Passage
+from chatbot.bucket.restore import safe_extract
 from chatbot.config import Settings
-from chatbot.embeddings import OnnxEmbedder
-from chatbot.index import KnowledgeIndex, Passage
-from chatbot.snapshot import safe_extract
 from indexer.build import build_from_folder
 
 ROOT = Path(__file__).resolve().parent.parent

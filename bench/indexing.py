@@ -17,18 +17,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import chromadb
 import numpy as np
 
 from bench import corpus
-from chatbot import documents
-from chatbot.documents import Chunk
-from chatbot.embeddings import OnnxEmbedder
-from chatbot.index import build_collection
-from chatbot.snapshot import Manifest, pack
-from chatbot.storage import LocalStorage
-from indexer.build import BuiltSnapshot, embed_chunks, verify_snapshot
-from indexer.publish import publish
+from chatbot.answering.embeddings import OnnxEmbedder
+from chatbot.bucket.layout import Manifest
+from chatbot.bucket.publishing import BuiltSnapshot, publish
+from chatbot.bucket.storage import LocalStorage
+from indexer import documents
+from indexer.build import embed_chunks, snapshot_manifest, verify_snapshot
+from indexer.collection import build_collection, pack
+from indexer.documents import Chunk
 
 ROOT = Path(__file__).resolve().parent.parent
 KNOWLEDGE = ROOT / "knowledge"
@@ -71,22 +70,9 @@ def _manifest(
     digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode())
     for chunk in chunks:
         digest.update(f"{chunk.id}\0{chunk.text}\0".encode())
-    now = datetime.now(UTC)
-    return Manifest(
-        {
-            "version": f"bench-{name}-{digest.hexdigest()[:10]}",
-            "created_at": now.isoformat(timespec="seconds"),
-            "chromadb": chromadb.__version__,
-            "embedding": fingerprint,
-            "chunking": {
-                "strategy": "headings+word-windows",
-                "chunk_words": documents.CHUNK_WORDS,
-                "overlap_words": documents.OVERLAP_WORDS,
-            },
-            "counts": {"documents": documents_count, "chunks": len(chunks)},
-            "sources": sorted({c.source for c in chunks}),
-            "archive": archive_info,
-        }
+    version = f"bench-{name}-{digest.hexdigest()[:10]}"
+    return snapshot_manifest(
+        version, chunks, documents_count, fingerprint, archive_info, datetime.now(UTC)
     )
 
 
@@ -180,7 +166,7 @@ def embedding_rate(embedder: OnnxEmbedder, chunks: list[Chunk]) -> tuple[np.ndar
     t0 = time.perf_counter()
     vectors = embed_chunks(embedder, chunks, progress=False)
     seconds = time.perf_counter() - t0
-    tokens = [len(embedder._tokenizer.encode(c.embedding_text()).ids) for c in chunks]
+    tokens = [len(embedder.tokenizer.encode(c.embedding_text()).ids) for c in chunks]
     return vectors, {
         "chunks": len(chunks),
         "seconds": round(seconds, 3),

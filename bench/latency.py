@@ -17,10 +17,10 @@ import uuid
 from pathlib import Path
 
 from bench.indexing import BuiltCorpus
-from bench.servers import ChatServer, FakeGeminiProcess, HttpClient, child_env
+from bench.servers import FakeGeminiProcess, HttpClient, bench_env, chat_server
 from bench.stats import summarize_ms, time_calls
-from chatbot.embeddings import OnnxEmbedder
-from chatbot.index import KnowledgeIndex
+from chatbot.answering.embeddings import OnnxEmbedder
+from chatbot.answering.retrieval import KnowledgeIndex
 
 GEMINI_DELAY = 0.05
 ROUNDS = 5
@@ -67,7 +67,7 @@ def _measure_server(
 ) -> dict:
     """Start a chat server, warm it up, then run each (label, questions, n, use_cache)."""
     out = {}
-    with ChatServer(env, log_file) as server:
+    with chat_server(env, log_file) as server:
         server.wait_up()
         client = server.client()
         for question in series[0][1][:3]:
@@ -98,7 +98,7 @@ def run(corpora: list[BuiltCorpus], embedder: OnnxEmbedder, quick: bool, workdir
     run_dir = workdir / f"latency-{uuid.uuid4().hex[:6]}"
     run_dir.mkdir(parents=True)
     try:
-        base = child_env(
+        base = bench_env(
             SNAPSHOT_URI=sample.bucket, SNAPSHOT_DIR=run_dir / "snap-a", LOG_FORMAT="json"
         )
         results["http"] = _measure_server(
@@ -110,7 +110,7 @@ def run(corpora: list[BuiltCorpus], embedder: OnnxEmbedder, quick: bool, workdir
             ],
         )
         with FakeGeminiProcess(delay=GEMINI_DELAY) as gemini:
-            env = child_env(
+            env = bench_env(
                 SNAPSHOT_URI=sample.bucket,
                 SNAPSHOT_DIR=run_dir / "snap-b",
                 LOG_FORMAT="json",

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 from bench.indexing import BuiltCorpus
-from bench.servers import ChatServer, HttpClient, child_env
+from bench.servers import HttpClient, bench_env, chat_server
 from bench.stats import summarize_ms
 
 
@@ -91,9 +91,9 @@ def run(corpora: list[BuiltCorpus], quick: bool, workdir: Path) -> dict:
     for label, extra in configs.items():
         run_dir = workdir / f"load-{uuid.uuid4().hex[:6]}"
         run_dir.mkdir(parents=True)
-        env = child_env(SNAPSHOT_URI=sample.bucket, SNAPSHOT_DIR=run_dir / "snap", **extra)
+        env = bench_env(SNAPSHOT_URI=sample.bucket, SNAPSHOT_DIR=run_dir / "snap", **extra)
         try:
-            with ChatServer(env, run_dir / "server.log") as server:
+            with chat_server(env, run_dir / "server.log") as server:
                 server.wait_up()
                 # Every worker restores and loads its model on its own first request.
                 closed_loop(server.port, questions, False, connections, 2.0)

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 from bench.indexing import BuiltCorpus, dir_bytes
-from bench.servers import ChatServer, child_env
+from bench.servers import bench_env, chat_server
 from bench.stats import summarize_ms
 
 GIB = 1 << 30
@@ -40,9 +40,9 @@ def measure(item: BuiltCorpus, workdir: Path, warmup: int) -> dict:
     run_dir = workdir / f"memory-{item.name}-{uuid.uuid4().hex[:6]}"
     snapshot_dir = run_dir / "snapshots"
     run_dir.mkdir(parents=True)
-    env = child_env(SNAPSHOT_URI=item.bucket, SNAPSHOT_DIR=snapshot_dir)
+    env = bench_env(SNAPSHOT_URI=item.bucket, SNAPSHOT_DIR=snapshot_dir)
     try:
-        with ChatServer(env, run_dir / "server.log") as server:
+        with chat_server(env, run_dir / "server.log") as server:
             server.wait_up()
             client = server.client(timeout=600)
             status, _, _, first = client.chat(item.questions[0], use_cache=False)

@@ -21,11 +21,11 @@ import time
 # onnxruntime and tokenizers lazily on the first request). The GCS client only for gs://.
 IMPORT_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("functions_framework + flask + gunicorn", ("functions_framework", "gunicorn.app.base")),
-    ("chatbot (main.py's imports)", ("chatbot.chat_api", "chatbot.http", "chatbot.logs")),
+    ("chatbot (main.py's imports)", ("chatbot.config", "chatbot.web")),
     ("chromadb", ("chromadb",)),
     ("onnxruntime + tokenizers", ("onnxruntime", "tokenizers")),
 )
-GCS_GROUP = ("google-cloud-storage", ("google.cloud.storage", "chatbot.gcs"))
+GCS_GROUP = ("google-cloud-storage", ("google.cloud.storage", "chatbot.bucket.gcs"))
 
 
 def _groups(uri: str | None) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -46,14 +46,13 @@ def _import_all(uri: str | None) -> dict[str, float]:
 
 def floor(uri: str) -> dict:
     """Imports plus reading the live snapshot's bytes; nothing is parsed or extracted."""
-    from chatbot.snapshot import archive_key, read_latest
-    from chatbot.storage import open_storage
+    from chatbot.bucket.layout import archive_key, read_latest
+    from chatbot.bucket.storage import open_storage
 
     imports = _import_all(uri)
     t0 = time.perf_counter()
     storage = open_storage(uri)
-    version, _ = read_latest(storage)
-    data, _ = storage.read(archive_key(version))
+    data, _ = storage.read(archive_key(read_latest(storage).require()))
     return {
         "imports_s": sum(imports.values()),
         "read_s": time.perf_counter() - t0,
@@ -74,11 +73,12 @@ def coldpath(uri: str, snapshot_dir: str) -> dict:
     for label, seconds in _import_all(uri).items():
         steps[f"import {label}"] = seconds
 
-    from chatbot.answer import ExtractiveAnswerer
-    from chatbot.embeddings import OnnxEmbedder
-    from chatbot.index import KnowledgeIndex
-    from chatbot.snapshot import check_embedder, read_latest, read_manifest, restore
-    from chatbot.storage import open_storage
+    from chatbot.answering.answerers import ExtractiveAnswerer
+    from chatbot.answering.embeddings import OnnxEmbedder
+    from chatbot.answering.retrieval import KnowledgeIndex
+    from chatbot.bucket.layout import read_latest, read_manifest
+    from chatbot.bucket.restore import check_embedder, restore
+    from chatbot.bucket.storage import open_storage
 
     t0 = time.perf_counter()
     embedder = OnnxEmbedder()
@@ -86,8 +86,7 @@ def coldpath(uri: str, snapshot_dir: str) -> dict:
     steps["model load + sha256"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     storage = open_storage(uri)
-    version, _ = read_latest(storage)
-    manifest = read_manifest(storage, version)
+    manifest = read_manifest(storage, read_latest(storage).require())
     check_embedder(manifest, fingerprint)
     steps["LATEST + manifest"] = time.perf_counter() - t0
     restored = restore(storage, manifest, Path(snapshot_dir))
@@ -124,12 +123,13 @@ def overlap(uri: str, snapshot_dir: str, mode: str) -> dict:
     import threading
     from pathlib import Path
 
-    from chatbot.embeddings import OnnxEmbedder
-    from chatbot.snapshot import read_latest, read_manifest, restore
-    from chatbot.storage import open_storage
+    from chatbot.answering.embeddings import OnnxEmbedder
+    from chatbot.bucket.layout import read_latest, read_manifest
+    from chatbot.bucket.restore import restore
+    from chatbot.bucket.storage import open_storage
 
     storage = open_storage(uri)
-    manifest = read_manifest(storage, read_latest(storage)[0])
+    manifest = read_manifest(storage, read_latest(storage).require())
     embedder = OnnxEmbedder()
     t0 = time.perf_counter()
     background = []
@@ -145,7 +145,7 @@ def overlap(uri: str, snapshot_dir: str, mode: str) -> dict:
     restored = restore(storage, manifest, Path(snapshot_dir))
     for thread in background:
         thread.join()
-    from chatbot.index import KnowledgeIndex
+    from chatbot.answering.retrieval import KnowledgeIndex
 
     KnowledgeIndex(restored.path).close()
     return {"seconds": time.perf_counter() - t0}

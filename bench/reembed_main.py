@@ -16,11 +16,12 @@ from pathlib import Path
 import flask
 import functions_framework
 
-from chatbot.answer import ExtractiveAnswerer
-from chatbot.documents import chunk_knowledge
-from chatbot.embeddings import OnnxEmbedder
-from chatbot.index import KnowledgeIndex, build_collection
+from chatbot.answering.answerers import ExtractiveAnswerer
+from chatbot.answering.embeddings import OnnxEmbedder
+from chatbot.answering.retrieval import KnowledgeIndex
 from indexer.build import embed_chunks
+from indexer.collection import build_collection
+from indexer.documents import chunk_knowledge
 
 _lock = threading.Lock()
 _state: dict = {}

@@ -1,8 +1,8 @@
 """Writing the results: bench/results.json and docs/benchmarks.md.
 
 The Markdown is generated from the JSON alone, so every figure and every met/missed verdict
-in the document comes from the run that wrote it. DESIGN.md's "Numbers to reach" are
-encoded in ``targets()``.
+in the document comes from the run that wrote it. The "Numbers to reach" of
+docs/architecture.md are encoded in ``targets()``.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def _coldstart_rows(results: dict) -> list[dict]:
 
 
 def targets(results: dict) -> list[dict]:
-    """DESIGN.md's numbers, each with the measured figure and a verdict."""
+    """The numbers in docs/architecture.md ("Numbers to reach"), each measured, with a verdict."""
     out: list[dict] = []
     for row in _coldstart_rows(results):
         ratio = row.get("reembed_over_restore")
@@ -596,7 +596,7 @@ def markdown(results: dict, notes: str = "") -> str:
         "< 20 min on 2 cores) or `make bench-quick` (< 3 min: the 1k and 10k corpora only, "
         "fewer requests, one cold start each). `python -m bench --only NAME` re-runs one "
         "section. Everything runs on 127.0.0.1: real functions-framework processes, the real "
-        "ONNX model and Chroma, fake-gcs-server and the fake Gemini server from tests/fakes.",
+        "ONNX model and Chroma, fake-gcs-server and the fake Gemini server from harness.",
         "",
         "## Machine",
         "",
@@ -604,7 +604,7 @@ def markdown(results: dict, notes: str = "") -> str:
         "",
         _run_md(results),
         "",
-        '## Targets (DESIGN.md, "Numbers to reach")',
+        '## Targets (docs/architecture.md, "Numbers to reach")',
         "",
         _table(
             ["target", "measured", "verdict"],

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench.indexing import BuiltCorpus
 from bench.latency import server_log_fields
-from bench.servers import ChatServer, FakeGeminiProcess, HttpClient, child_env
+from bench.servers import FakeGeminiProcess, HttpClient, bench_env, chat_server
 from bench.stats import summarize_ms
 from chatbot.errors import FRIENDLY_GENERATION_ERROR
 
@@ -68,7 +68,7 @@ def scenario(
     log_file = run_dir / "server.log"
     try:
         with FakeGeminiProcess(failure_rate=failure_rate, delay=GEMINI_DELAY) as gemini:
-            env = child_env(
+            env = bench_env(
                 SNAPSHOT_URI=sample.bucket,
                 SNAPSHOT_DIR=run_dir / "snap",
                 LOG_FORMAT="json",
@@ -78,7 +78,7 @@ def scenario(
                 RETRY_DELAY=0.05,
                 **(extra_env or {}),
             )
-            with ChatServer(env, log_file) as server:
+            with chat_server(env, log_file) as server:
                 server.wait_up()
                 warm = server.client()
                 # Restore, load the model and the Gemini client first (a 503 is expected when

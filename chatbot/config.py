@@ -105,7 +105,7 @@ class Settings:
     google_api_key: str | None = None
     gemini_model: str = "gemini-2.5-flash"
     gemini_base_url: str | None = None
-    port: int = 8080
+    port: int = 8080  # functions-framework listens on it; validated here with the rest
     cache_ttl: int = 3600
     cache_max_entries: int = 1024
     max_retries: int = 3
@@ -131,7 +131,6 @@ class Settings:
     heartbeat_seconds: float = 60.0
     top_k: int = 4
     min_relevance: float = 0.30
-    on_cloud: bool = False
     project_id: str | None = None
     instance_id: str | None = None
 
@@ -183,7 +182,6 @@ class Settings:
             heartbeat_seconds=_float(env, "HEARTBEAT_SECONDS", 60.0),
             top_k=_int(env, "TOP_K", 4, minimum=1),
             min_relevance=_float(env, "MIN_RELEVANCE", 0.30),
-            on_cloud=on_cloud,
             project_id=project_id,
             instance_id=env.get("INSTANCE_ID") or None,
         )

@@ -11,6 +11,7 @@ ChatbotError (500)
 │   └── RateLimited (429)             carries the limit text and reset time
 ├── NotReady (503)                    no verified snapshot is being served yet
 ├── GenerationUnavailable (503)       Gemini stayed down past retries or the deadline
+├── GenerationRejected (502)          Gemini refused the request (a 4xx it will not change)
 ├── ConfigError                       a bad environment variable; stops start-up
 └── StorageError                      the bucket could not be read or written
     ├── ObjectNotFound
@@ -36,7 +37,6 @@ class ChatbotError(Exception):
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or self.public_message)
         self.message = message or self.public_message
-        self.log_fields: dict = {}  # what the request's summary log line reports
 
     def body(self) -> dict:
         """The JSON body sent to the client."""
@@ -118,11 +118,10 @@ class NotReady(ChatbotError):
 class GenerationUnavailable(ChatbotError):
     status_code = 503
 
-    def __init__(self, detail: str = "", retry_after: int = 10, retries: int = 0) -> None:
+    def __init__(self, detail: str = "", retry_after: int = 10) -> None:
         super().__init__(FRIENDLY_GENERATION_ERROR)
         self.detail = detail
         self.retry_after = retry_after
-        self.retries = retries
 
     def body(self) -> dict:
         return {"response": FRIENDLY_GENERATION_ERROR, "status": "error"}

@@ -11,12 +11,18 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 TEXT_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 TEXT_DATEFMT = "%Y-%m-%d %H:%M:%S"
 
-_request: contextvars.ContextVar[dict | None] = contextvars.ContextVar("request", default=None)
+_request: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
+    "request", default=None
+)
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 _CLOUD_TRACE = re.compile(r"^([0-9a-fA-F]{32})(?:/(\d+))?(?:;o=\d)?$")
 
@@ -30,13 +36,35 @@ def trace_id_from_headers(headers) -> str | None:
     return None
 
 
-def set_request_context(**fields) -> contextvars.Token:
-    """Attach request id and trace to every line logged until ``reset_request_context``."""
-    return _request.set(fields)
+@dataclass
+class RequestContext:
+    """One request's identity and the fields its summary log line reports."""
+
+    request_id: str
+    trace: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
-def reset_request_context(token: contextvars.Token) -> None:
-    _request.reset(token)
+@contextmanager
+def request_context(request_id: str, trace: str | None) -> Iterator[RequestContext]:
+    """Every line logged inside carries ``request_id`` and ``trace``; ``annotate`` fills fields."""
+    context = RequestContext(request_id, trace)
+    token = _request.set(context)
+    try:
+        yield context
+    finally:
+        _request.reset(token)
+
+
+def annotate(**fields: Any) -> None:
+    """Add fields to the current request's summary log line (no-op outside a request).
+
+    Any layer may call it (the service its timings, the retry policy its retries); the
+    router reads the fields once, when it writes the line.
+    """
+    context = _request.get()
+    if context is not None:
+        context.fields.update(fields)
 
 
 def truncate(text: str, limit: int = 80) -> str:
@@ -73,11 +101,11 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
         }
-        context = _request.get() or {}
-        if context.get("request_id"):
-            entry["request_id"] = context["request_id"]
-        if context.get("trace"):
-            trace = context["trace"]
+        context = _request.get()
+        if context is not None:
+            entry["request_id"] = context.request_id
+        if context is not None and context.trace:
+            trace = context.trace
             entry["logging.googleapis.com/trace"] = (
                 f"projects/{self.project_id}/traces/{trace}" if self.project_id else trace
             )

@@ -8,23 +8,15 @@ import os
 import sys
 from pathlib import Path
 
+from chatbot.answering.embeddings import make_embedder
+from chatbot.bucket.publishing import BuiltSnapshot, publish
+from chatbot.bucket.storage import open_storage
 from chatbot.config import Settings
-from chatbot.embeddings import make_embedder
 from chatbot.errors import ChatbotError
 from chatbot.logs import configure_logging
-from chatbot.snapshot import Manifest
-from chatbot.storage import open_storage
-from indexer.build import BuiltSnapshot, build_from_folder
-from indexer.publish import publish
+from indexer.build import build_from_folder
 
 logger = logging.getLogger("indexer")
-
-
-def _load_built(path: Path) -> BuiltSnapshot:
-    manifest_path = path.with_suffix("").with_suffix(".json")
-    if path.suffix == ".json":
-        manifest_path, path = path, path.with_suffix(".tar.zst")
-    return BuiltSnapshot(Manifest.parse(manifest_path.read_bytes()), path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env(os.environ)
         configure_logging(settings)
         if args.command == "publish":
-            built = _load_built(args.snapshot)
+            built = BuiltSnapshot.load(args.snapshot)
         else:
             embedder = make_embedder(settings.embedding_backend, settings)
             built = build_from_folder(args.knowledge, embedder, args.out, progress=args.progress)

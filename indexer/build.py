@@ -5,11 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,26 +15,17 @@ import chromadb
 import numpy as np
 from tqdm import tqdm
 
-from chatbot import documents
-from chatbot.embeddings import Embedder
+from chatbot.answering.embeddings import Embedder
+from chatbot.answering.retrieval import KnowledgeIndex
+from chatbot.bucket.layout import Manifest
+from chatbot.bucket.publishing import BuiltSnapshot
+from chatbot.bucket.restore import safe_extract
 from chatbot.errors import SnapshotError
-from chatbot.index import KnowledgeIndex, build_collection
-from chatbot.snapshot import Manifest, pack, safe_extract
+from indexer import documents
+from indexer.collection import build_collection, pack
 
+__all__ = ["build_from_folder", "build_snapshot", "embed_chunks", "snapshot_manifest"]
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BuiltSnapshot:
-    """A packed, verified snapshot waiting in a local folder to be published."""
-
-    manifest: Manifest
-    archive: Path
-
-    def write_manifest(self) -> Path:
-        path = self.archive.with_name(f"{self.manifest.version}.json")
-        path.write_text(json.dumps(self.manifest.data, indent=2, sort_keys=True))
-        return path
 
 
 def embed_chunks(
@@ -60,32 +49,20 @@ def _version(chunks: list[documents.Chunk], fingerprint: dict, now: datetime) ->
     return f"{now:%Y%m%dT%H%M%SZ}-{digest.hexdigest()[:10]}"
 
 
-def build_snapshot(
+def snapshot_manifest(
+    version: str,
     chunks: list[documents.Chunk],
     document_count: int,
-    embedder: Embedder,
-    out_dir: Path,
-    *,
-    sources: list[str] | None = None,
-    progress: bool | None = None,
-    now: datetime | None = None,
-) -> BuiltSnapshot:
-    """Embed ``chunks`` into a Chroma directory, pack it, and verify the packed copy."""
-    started = time.perf_counter()
-    fingerprint = embedder.fingerprint()
-    version = _version(chunks, fingerprint, now or datetime.now(UTC))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    vectors = embed_chunks(embedder, chunks, progress=progress)
-    embed_seconds = time.perf_counter() - started
-    with tempfile.TemporaryDirectory(prefix="romega-build-") as tmp:
-        db_dir = Path(tmp) / "chroma"
-        build_collection(db_dir, chunks, vectors)
-        archive = out_dir / f"{version}.tar.zst"
-        archive_info = pack(db_dir, archive)
-    manifest = Manifest(
+    fingerprint: dict,
+    archive_info: dict,
+    now: datetime,
+    **extra: object,
+) -> Manifest:
+    """The manifest of a snapshot of ``chunks`` packed as ``archive_info`` describes."""
+    return Manifest(
         {
             "version": version,
-            "created_at": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
+            "created_at": now.isoformat(timespec="seconds"),
             "chromadb": chromadb.__version__,
             "embedding": fingerprint,
             "chunking": {
@@ -94,10 +71,43 @@ def build_snapshot(
                 "overlap_words": documents.OVERLAP_WORDS,
             },
             "counts": {"documents": document_count, "chunks": len(chunks)},
-            "sources": sorted(set(sources or [c.source for c in chunks])),
+            "sources": sorted({c.source for c in chunks}),
             "archive": archive_info,
-            "build_seconds": {"embed": round(embed_seconds, 3)},
+            **extra,
         }
+    )
+
+
+def build_snapshot(
+    chunks: list[documents.Chunk],
+    document_count: int,
+    embedder: Embedder,
+    out_dir: Path,
+    *,
+    progress: bool | None = None,
+    now: datetime | None = None,
+) -> BuiltSnapshot:
+    """Embed ``chunks`` into a Chroma directory, pack it, and verify the packed copy."""
+    started = time.perf_counter()
+    now = now or datetime.now(UTC)
+    fingerprint = embedder.fingerprint()
+    version = _version(chunks, fingerprint, now)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vectors = embed_chunks(embedder, chunks, progress=progress)
+    embed_seconds = time.perf_counter() - started
+    with tempfile.TemporaryDirectory(prefix="romega-build-") as tmp:
+        db_dir = Path(tmp) / "chroma"
+        build_collection(db_dir, chunks, vectors)
+        archive = out_dir / f"{version}.tar.zst"
+        archive_info = pack(db_dir, archive)
+    manifest = snapshot_manifest(
+        version,
+        chunks,
+        document_count,
+        fingerprint,
+        archive_info,
+        now,
+        build_seconds={"embed": round(embed_seconds, 3)},
     )
     built = BuiltSnapshot(manifest, archive)
     verify_snapshot(built, embedder, probe=chunks[0])
@@ -140,7 +150,3 @@ def build_from_folder(
     if not chunks:
         raise SnapshotError(f"no .md, .txt or .html documents with text under {knowledge}")
     return build_snapshot(chunks, count, embedder, out_dir, progress=progress)
-
-
-def clean(out_dir: Path) -> None:
-    shutil.rmtree(out_dir, ignore_errors=True)

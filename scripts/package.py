@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from chatbot.embeddings import find_model_files  # noqa: E402
+from chatbot.answering.embeddings import find_model_files  # noqa: E402
 
 FUNCTIONS = {"chat": True, "admin": False}  # name -> ships the embedding model
 FIXED_TIME = (2020, 1, 1, 0, 0, 0)

@@ -5,8 +5,8 @@ locals {
   # Admin is a small control plane: a few concurrent operator calls at most.
   admin_concurrency = 4
 
-  # Configuration (DESIGN.md, "Configuration"). A null value is left out so that the app's
-  # own default applies; extra_environment comes first so it cannot override these.
+  # Configuration (docs/architecture.md, "Configuration"). A null value is left out so that
+  # the app's own default applies; extra_environment comes first so it cannot override these.
   shared_settings = {
     SNAPSHOT_URI         = local.snapshot_uri
     LOG_LEVEL            = var.log_level

@@ -1,4 +1,5 @@
-# One service account per component, each with only what DESIGN.md says it does:
+# One service account per component, each with only what docs/architecture.md ("Security")
+# says it does:
 #
 #   account   reads                        writes
 #   chat      the whole snapshot prefix    <prefix>/control/instances/* (its heartbeat)

@@ -67,7 +67,8 @@ resource "google_logging_metric" "chat_rate_limited" {
   depends_on = [google_project_service.enabled]
 }
 
-# Visitors who saw an error from us (Gemini down, no snapshot): the number DESIGN.md bounds.
+# Visitors who saw an error from us (Gemini down, no snapshot): the number bounded in
+# docs/architecture.md ("Numbers to reach").
 resource "google_logging_metric" "chat_server_errors" {
   project     = var.project_id
   name        = "${var.name_prefix}/chat_server_errors"

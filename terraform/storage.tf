@@ -8,7 +8,7 @@ locals {
   admin_zip_path = coalesce(var.admin_zip_path, "${path.module}/../build/admin.zip")
 }
 
-# Snapshots, the LATEST pointer and the control objects (see DESIGN.md, "Bucket layout").
+# Snapshots, the LATEST pointer and the control objects (see docs/architecture.md, "Bucket layout").
 resource "google_storage_bucket" "snapshots" {
   # checkov:skip=CKV_GCP_62:Usage logs are a legacy feature; reads and writes are audited through Cloud Audit Logs (enable Data Access logs for storage if needed), and a separate log bucket is out of scope for this sample.
   name          = local.snapshot_bucket_name

@@ -1,26 +1,24 @@
-"""Shared fixtures: a clean environment per test, one real snapshot built per session."""
+"""Shared fixtures: a clean environment per test, one real snapshot built per session, and the
+functions built from Settings and served in-process the way functions-framework serves them."""
 
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
+import flask
+import functions_framework
 import pytest
 
-from chatbot.config import ENVIRONMENT_VARIABLES
-from chatbot.embeddings import OnnxEmbedder
-from chatbot.storage import LocalStorage
+from chatbot.answering.embeddings import OnnxEmbedder
+from chatbot.bucket.storage import LocalStorage
+from chatbot.config import Settings
+from chatbot.web import FunctionApp, create_admin_app, create_chat_app
+from harness.processes import ADMIN_SOURCE, CHAT_SOURCE, CONFIG_VARS, ROOT
 
-pytest_plugins = ["tests.fakes.fixtures"]
+pytest_plugins = ["tests.fixtures"]
 
-ROOT = Path(__file__).resolve().parent.parent
 KNOWLEDGE = ROOT / "knowledge"
-CHAT_SOURCE = ROOT / "functions" / "chat" / "main.py"
-ADMIN_SOURCE = ROOT / "functions" / "admin" / "main.py"
-
-# Every variable the functions read, and the emulator switch: tests start from none set.
-CONFIG_VARS = [*ENVIRONMENT_VARIABLES, "STORAGE_EMULATOR_HOST"]
+__all__ = ["ADMIN_SOURCE", "CHAT_SOURCE", "KNOWLEDGE", "ROOT", "serve"]
 
 
 @pytest.fixture(autouse=True)
@@ -30,8 +28,19 @@ def clean_env(monkeypatch, tmp_path):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SNAPSHOT_DIR", str(tmp_path / "snapshots"))
     monkeypatch.setenv("ORT_DISABLE_TELEMETRY", "1")
-    yield
-    sys.modules.pop("main", None)
+
+
+def serve(function: FunctionApp) -> flask.Flask:
+    """``function`` mounted as functions-framework mounts an HTTP function in main.py.
+
+    Every path and method reaches it, and the framework's own 404s (/robots.txt, paths its
+    URL rules cannot match) go to ``not_found``, as main.py's errorhandler sends them.
+    """
+    app = flask.Flask(f"test-{id(function)}")
+    functions_framework._configure_app(app, function, "http")
+    app.register_error_handler(404, function.not_found)
+    app.function = function  # type: ignore[attr-defined] - lets a test reach the service
+    return app
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +60,7 @@ def built_snapshot(tmp_path_factory, embedder):
 @pytest.fixture
 def bucket(tmp_path, built_snapshot) -> LocalStorage:
     """A local-folder bucket with the sample snapshot published as LATEST."""
-    from indexer.publish import publish
+    from chatbot.bucket.publishing import publish
 
     storage = LocalStorage(tmp_path / "bucket")
     publish(storage, built_snapshot)
@@ -59,36 +68,38 @@ def bucket(tmp_path, built_snapshot) -> LocalStorage:
 
 
 @pytest.fixture
-def chat_env(monkeypatch, bucket):
-    """Environment for an in-process chat function serving the sample snapshot."""
-    monkeypatch.setenv("SNAPSHOT_URI", bucket.uri)
+def settings_for(tmp_path, bucket):
+    """Settings as Settings.from_env reads them, serving ``bucket`` unless told otherwise."""
 
-    def set_env(**values):
-        for key, value in values.items():
-            monkeypatch.setenv(key, str(value))
+    def make(**env: object) -> Settings:
+        values = {"SNAPSHOT_URI": bucket.uri, "SNAPSHOT_DIR": str(tmp_path / "snapshots")}
+        values.update({key: str(value) for key, value in env.items()})
+        return Settings.from_env(values)
 
-    return set_env
+    return make
 
 
 @pytest.fixture
-def chat_client(chat_env):
-    """A test client of the real functions-framework app for functions/chat/main.py."""
-    from functions_framework import create_app
-
+def chat_client(settings_for):
+    """A test client of the chat function built from Settings (env-style overrides)."""
     from tests.openapi_check import OpenApiClient
 
-    def make(**env):
-        chat_env(**env)
-        app = create_app("chat", str(CHAT_SOURCE))
+    def make(**env: object):
+        app = serve(create_chat_app(settings_for(**env)))
         app.test_client_class = OpenApiClient  # every response is held to the OpenAPI document
         return app.test_client()
 
     return make
 
 
-def chat_module():
-    """The functions/chat/main.py module the last create_app loaded."""
-    return sys.modules["main"]
+@pytest.fixture
+def admin_app(settings_for):
+    """The admin function built from Settings (env-style overrides), served in-process."""
+
+    def make(**env: object) -> flask.Flask:
+        return serve(create_admin_app(settings_for(**env)))
+
+    return make
 
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")

@@ -25,7 +25,7 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 from chatbot.config import Settings
-from chatbot.openapi import chat_document
+from chatbot.web.openapi import chat_document
 
 DOC_URI = "urn:romega:chat-openapi"
 

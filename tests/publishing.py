@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
-from chatbot.snapshot import LATEST, Manifest, archive_key, manifest_key
-from chatbot.storage import Storage
-from indexer.build import BuiltSnapshot
-from indexer.publish import publish
+from chatbot.bucket.layout import archive_key, manifest_key, read_latest, write_latest
+from chatbot.bucket.publishing import BuiltSnapshot, publish
+from chatbot.bucket.storage import Storage
 
 
 def publish_copy(
     storage: Storage, built: BuiltSnapshot, version: str, workdir: Path, *, latest: bool = True
 ) -> str:
     """Publish the built snapshot again under another version name (LATEST moved if asked)."""
-    manifest = Manifest({**built.manifest.data, "version": version})
+    manifest = built.manifest.renamed(version)
     workdir.mkdir(parents=True, exist_ok=True)
     archive = workdir / f"{version}.tar.zst"
     shutil.copyfile(built.archive, archive)
     if latest:
         return publish(storage, BuiltSnapshot(manifest, archive))
     storage.upload(archive_key(version), archive, if_generation_match=0)
-    storage.write(manifest_key(version), json.dumps(manifest.data).encode(), if_generation_match=0)
+    storage.write(manifest_key(version), manifest.to_bytes(), if_generation_match=0)
     return version
 
 
@@ -37,6 +35,4 @@ def corrupt_archive(storage: Storage, version: str) -> None:
 
 def point_latest(storage: Storage, version: str) -> None:
     """Move LATEST as a publisher would, under its current generation."""
-    storage.write(
-        LATEST, f"{version}\n".encode(), if_generation_match=storage.generation(LATEST) or 0
-    )
+    write_latest(storage, version, generation=read_latest(storage).generation)

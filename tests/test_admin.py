@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import time
 
-import flask
 import pytest
-from functions_framework import create_app
 
-from chatbot.admin_api import AdminApi
+from chatbot.answering.retrieval import KnowledgeIndex
+from chatbot.answering.service import ChatService
+from chatbot.bucket.control import EPOCH_KEY, bump_epoch, read_epoch, write_heartbeat
+from chatbot.bucket.following import BucketFollower
+from chatbot.bucket.layout import LATEST, archive_key, heartbeat_key, read_latest
+from chatbot.bucket.serving import SnapshotServer
+from chatbot.bucket.storage import LocalStorage
 from chatbot.config import Settings
-from chatbot.control import EPOCH_KEY, bump_epoch, heartbeat_key, read_epoch, write_heartbeat
 from chatbot.errors import StorageError
-from chatbot.http import Route, Router
-from chatbot.live import SnapshotManager
-from chatbot.openapi import admin_document
-from chatbot.service import ChatService
-from chatbot.snapshot import LATEST, archive_key, read_latest
-from chatbot.storage import LocalStorage
-from tests.conftest import ADMIN_SOURCE
+from chatbot.web import create_admin_app
+from chatbot.web.openapi import admin_document
+from tests.conftest import serve
 from tests.openapi_check import Contract
 from tests.publishing import corrupt_archive, publish_copy
 
@@ -40,18 +39,12 @@ def check_contract(response, path: str, method: str) -> None:
 
 
 @pytest.fixture
-def admin_client(monkeypatch, bucket):
-    """A test client of functions/admin/main.py serving ``bucket``; ADMIN_TOKEN=TOKEN by default."""
+def admin_client(admin_app):
+    """A test client of the admin function serving ``bucket``; ADMIN_TOKEN=TOKEN by default."""
 
     def make(**env):
-        monkeypatch.setenv("SNAPSHOT_URI", bucket.uri)
         env.setdefault("ADMIN_TOKEN", TOKEN)
-        for key, value in env.items():
-            if value is None:
-                monkeypatch.delenv(key, raising=False)
-            else:
-                monkeypatch.setenv(key, str(value))
-        client = create_app("admin", str(ADMIN_SOURCE)).test_client()
+        client = admin_app(**{k: v for k, v in env.items() if v is not None}).test_client()
 
         def call(method, path, token=TOKEN, **kwargs):
             headers = kwargs.pop("headers", {})
@@ -148,7 +141,7 @@ def test_a_clear_reaches_a_chat_instance_on_its_next_poll(admin_client, bucket, 
     service.chat(question)
     assert service.chat(question).cached is True
     assert admin_client()("DELETE", "/cache").status_code == 200
-    service.snapshots.poll()
+    service.follower.poll()
     assert service.cache.stats()["valid_entries"] == 0
     assert service.chat(question).cached is False
 
@@ -170,12 +163,21 @@ def test_concurrent_clears_are_not_lost(bucket):
     assert read_epoch(bucket)[0] == 2
 
 
-def test_fleet_stats_totals_live_instances_and_drops_dead_ones(admin_client, bucket):
+def test_fleet_stats_totals_live_instances_and_leaves_dead_ones_out(admin_client, bucket, tmp_path):
     now = time.time()
+    server = SnapshotServer(
+        bucket, tmp_path / "snap", fingerprint=lambda: {}, open_index=KnowledgeIndex
+    )
     for instance, entries, hits, misses in (("chat-b", 2, 1, 2), ("chat-a", 3, 4, 3)):
-        settings = Settings.from_env({"INSTANCE_ID": instance, "HEARTBEAT_SECONDS": "5"})
         cache = {"valid_entries": entries, "total_entries": entries, "hits": hits, "misses": misses}
-        SnapshotManager(settings, bucket, lambda: {}, stats=lambda c=cache: c).heartbeat()
+        follower = BucketFollower(
+            server,
+            poll_seconds=10,
+            heartbeat_seconds=5,
+            instance_id=instance,
+            stats=lambda c=cache: c,
+        )
+        follower.heartbeat()
     write_heartbeat(bucket, "quiet", {"instance_id": "quiet", "written_at_epoch_s": now - 60})
     write_heartbeat(bucket, "gone", {"instance_id": "gone", "written_at_epoch_s": now - 7200})
     bucket.write("control/instances/garbage.json", b"{not json")
@@ -194,9 +196,9 @@ def test_fleet_stats_totals_live_instances_and_drops_dead_ones(admin_client, buc
         "hit_rate": 0.5,
     }
     assert [s["instance_id"] for s in body["stale_instances"]] == ["quiet"]
-    assert body["pruned"] == 1
-    assert bucket.generation(heartbeat_key("gone")) is None
-    assert bucket.generation(heartbeat_key("quiet")) is not None
+    # Reading the view never deletes: the bucket's lifecycle rule expires old heartbeats.
+    assert "pruned" not in body
+    assert bucket.generation(heartbeat_key("gone")) is not None
 
 
 # -- snapshots ---------------------------------------------------------------------------------
@@ -205,7 +207,7 @@ def test_fleet_stats_totals_live_instances_and_drops_dead_ones(admin_client, buc
 def test_snapshots_lists_versions_newest_first_and_latest(
     admin_client, bucket, built_snapshot, tmp_path
 ):
-    v1 = read_latest(bucket)[0]
+    v1 = read_latest(bucket).version
     v2 = publish_copy(bucket, built_snapshot, v1 + "-v2", tmp_path / "v2")
     bucket.write(archive_key("orphan-1"), b"an interrupted publish")
     body = admin_client()("GET", "/snapshots").get_json()
@@ -220,7 +222,7 @@ def test_snapshots_lists_versions_newest_first_and_latest(
 
 
 def test_activate_rolls_back_and_forward(admin_client, bucket, built_snapshot, tmp_path):
-    v1 = read_latest(bucket)[0]
+    v1 = read_latest(bucket).version
     v2 = publish_copy(bucket, built_snapshot, v1 + "-v2", tmp_path / "v2")
     call = admin_client(CONTROL_POLL_SECONDS="3")
     back = call("POST", "/snapshots/activate", json={"version": v1})
@@ -229,11 +231,11 @@ def test_activate_rolls_back_and_forward(admin_client, bucket, built_snapshot, t
     assert body["version"] == v1 and body["previous"] == v2
     assert "within 3 seconds" in body["message"]
     assert body["snapshot"]["chunks"] == built_snapshot.manifest.chunks
-    assert read_latest(bucket)[0] == v1
+    assert read_latest(bucket).version == v1
     again = call("POST", "/snapshots/activate", json={"version": v1}).get_json()
     assert "already LATEST" in again["message"]
     forward = call("POST", "/snapshots/activate", json={"version": v2})
-    assert forward.status_code == 200 and read_latest(bucket)[0] == v2
+    assert forward.status_code == 200 and read_latest(bucket).version == v2
 
 
 def test_activate_refuses_an_unknown_version(admin_client, bucket):
@@ -318,10 +320,7 @@ def test_an_unreachable_bucket_is_a_503_with_the_reason():
             raise StorageError("gs://romega/prod/snapshots: ConnectionError: refused")
 
     settings = Settings(admin_token=TOKEN)
-    api = AdminApi(settings, storage=Down("/nonexistent"))
-    router = Router(settings, {"/snapshots": {"GET": Route(api.guarded(api.snapshots), None)}})
-    app = flask.Flask(__name__)
-    with app.test_request_context("/snapshots", headers={"X-Admin-Token": TOKEN}):
-        response = router(flask.request)
+    client = serve(create_admin_app(settings, storage=Down("/nonexistent"))).test_client()
+    response = client.get("/snapshots", headers={"X-Admin-Token": TOKEN})
     assert response.status_code == 503
     assert "snapshot store is unreachable" in response.get_json()["error"]

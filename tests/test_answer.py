@@ -1,7 +1,12 @@
 """Answers: grounded prompts with passages as quoted data, and the offline extractive answerer."""
 
-from chatbot.answer import SYSTEM_INSTRUCTION, ExtractiveAnswerer, build_prompt, sources_of
-from chatbot.index import Passage
+from chatbot.answering.answerers import (
+    SYSTEM_INSTRUCTION,
+    ExtractiveAnswerer,
+    build_prompt,
+    sources_of,
+)
+from chatbot.answering.retrieval import Passage
 
 
 def passage(text, source="faq.md", score=0.6, heading="FAQ > Prices"):

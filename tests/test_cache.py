@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from chatbot.cache import AnswerCache, cache_key, normalize
+from chatbot.answering.cache import AnswerCache, cache_key, normalize
 
 
 class Clock:

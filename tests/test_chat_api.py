@@ -6,8 +6,6 @@ import json
 
 import pytest
 
-from tests.conftest import chat_module
-
 
 def ask(client, message, **extra):
     return client.post("/chat", json={"message": message, **extra})
@@ -47,7 +45,7 @@ def test_a_restart_restores_the_snapshot_and_embeds_only_queries(chat_client):
     for _ in range(2):  # two cold starts of the same function
         client = chat_client()
         assert ask(client, "Where is your headquarters?").status_code == 200
-        service = chat_module()._api.service
+        service = client.application.function.service
         assert service.embedder.calls == 1  # the question, never a document
         restores.append(service.snapshots.live.timings)
     assert "download" in restores[0]  # first start: from the bucket
@@ -128,11 +126,31 @@ def test_control_characters_are_stripped_from_questions(chat_client):
     assert resp.status_code == 200 and "1,150" in resp.get_json()["response"]
 
 
-def test_a_bad_setting_stops_start_up_naming_the_variable(chat_env):
+def test_a_bad_setting_stops_start_up_naming_the_variable(monkeypatch):
+    """main.py reads the environment once, at start-up, through the real functions-framework."""
     from functions_framework import create_app
 
-    chat_env(CACHE_TTL="soon")
     from tests.conftest import CHAT_SOURCE
 
+    monkeypatch.setenv("CACHE_TTL", "soon")
     with pytest.raises(Exception, match="CACHE_TTL"):
         create_app("chat", str(CHAT_SOURCE))
+
+
+def test_main_py_serves_the_app_built_from_the_environment(monkeypatch, bucket):
+    """The entry point as deployed: functions-framework loads main.py, which reads Settings."""
+    from functions_framework import create_app
+
+    from tests.conftest import CHAT_SOURCE
+
+    monkeypatch.setenv("SNAPSHOT_URI", bucket.uri)
+    monkeypatch.setenv("RATE_LIMIT_INFO", "7/minute")
+    client = create_app("chat", str(CHAT_SOURCE)).test_client()
+    listing = client.get("/").get_json()["routes"]
+    routes = {(r["method"], r["path"]): r["rate_limit"] for r in listing}
+    assert routes[("GET", "/")] == "7/minute"
+    resp = client.post("/chat", json={"message": "Where is your headquarters?"})
+    assert resp.status_code == 200 and resp.get_json()["sources"]
+    robots = client.get("/robots.txt")  # the framework's own 404, answered by our router
+    assert robots.status_code == 404 and robots.get_json()["status"] == "error"
+    assert robots.headers["X-Request-Id"]

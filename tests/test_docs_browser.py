@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.processes import FunctionProcess
 from tests.conftest import CHAT_SOURCE
-from tests.servers import FunctionProcess
 
 CHROMIUM = shutil.which("chromium")
 

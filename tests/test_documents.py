@@ -1,6 +1,6 @@
 """Chunking follows headings, keeps heading paths, and never indexes markup or scripts."""
 
-from chatbot.documents import chunk_document, chunk_knowledge, markdown_sections
+from indexer.documents import chunk_document, chunk_knowledge, markdown_sections
 from tests.conftest import KNOWLEDGE
 
 

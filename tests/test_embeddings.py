@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from chatbot.embeddings import DIMENSION, MODEL_ID
+from chatbot.answering.embeddings import DIMENSION, MODEL_ID
 
 
 def test_vectors_are_unit_length_float32(embedder):

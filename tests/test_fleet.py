@@ -21,12 +21,12 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage as gcs
 
-from chatbot.gcs import GCSStorage
-from indexer.build import BuiltSnapshot
-from tests.conftest import ADMIN_SOURCE, CHAT_SOURCE, CONFIG_VARS
-from tests.fakes.fake_gcs import FakeGCSServer
+from chatbot.bucket.gcs import GCSStorage
+from chatbot.bucket.publishing import BuiltSnapshot
+from chatbot.config import ENVIRONMENT_VARIABLES
+from harness.fake_gcs import FakeGCSServer
+from harness.processes import ADMIN_SOURCE, CHAT_SOURCE, FunctionProcess, free_port, request
 from tests.publishing import corrupt_archive, point_latest, publish_copy
-from tests.servers import FunctionProcess, free_port, request
 
 TOKEN = "fleet-admin-token-93b1f07c2d"
 WRONG_TOKENS = ("fleet-wrong-guess-1a2b3c", "")
@@ -39,7 +39,7 @@ QUESTIONS = [
 ]
 # Variables a developer's shell (or the Makefile) may export; blanked so they cannot leak in.
 _KEEP = {"GOOGLE_CLOUD_PROJECT", "GCP_PROJECT", "GCLOUD_PROJECT"}
-CLEAN = {name: "" for name in CONFIG_VARS if name not in _KEEP}
+CLEAN = {name: "" for name in ENVIRONMENT_VARIABLES if name not in _KEEP}
 
 
 def wait_for(check: Callable[[], object], timeout: float, what: str, interval: float = 0.1):

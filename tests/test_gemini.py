@@ -11,12 +11,12 @@ import time
 import numpy as np
 import pytest
 
-from chatbot.answer import build_prompt
+from chatbot.answering.answerers import build_prompt
+from chatbot.answering.gemini import GeminiEmbedder, GeminiGenerator
+from chatbot.answering.retrieval import Passage
 from chatbot.config import Settings
 from chatbot.errors import GenerationRejected, GenerationUnavailable
-from chatbot.gemini import GeminiEmbedder, GeminiGenerator
-from chatbot.index import Passage
-from tests.fakes.fake_gemini import FakeGemini, answer, default_answer, rate_limited
+from harness.fake_gemini import FakeGemini, answer, default_answer, rate_limited
 
 API_KEY = "AIza-test-key-never-logged"
 PROMPT = (
@@ -208,7 +208,7 @@ def test_retries_are_logged_without_the_api_key(
     warnings = [
         r.getMessage()
         for r in caplog.records
-        if r.name == "chatbot.gemini" and r.levelno == logging.WARNING
+        if r.name == "chatbot.answering.retry" and r.levelno == logging.WARNING
     ]
     assert len(warnings) == 2
     assert warnings[0].startswith("Gemini attempt 1 failed with 503; retrying in ")
@@ -318,7 +318,7 @@ def test_fake_closes_with_hung_requests_outstanding() -> None:
 
 def test_fake_runs_as_a_process() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.fake_gemini", "--port", "0", "--failure-rate", "0"],
+        [sys.executable, "-m", "harness.fake_gemini", "--port", "0", "--failure-rate", "0"],
         stdout=subprocess.PIPE,
         text=True,
     )

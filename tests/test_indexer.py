@@ -10,12 +10,11 @@ import threading
 
 import pytest
 
+from chatbot.bucket.layout import LATEST, archive_key, manifest_key, read_latest
+from chatbot.bucket.publishing import BuiltSnapshot, activate, publish
+from chatbot.bucket.storage import LocalStorage
 from chatbot.errors import SnapshotError
-from chatbot.snapshot import LATEST, Manifest, archive_key, manifest_key, read_latest
-from chatbot.storage import LocalStorage
 from indexer.__main__ import main
-from indexer.build import BuiltSnapshot
-from indexer.publish import activate, publish
 from tests.conftest import KNOWLEDGE, ROOT
 
 
@@ -32,11 +31,11 @@ def test_manifest_records_what_a_reader_must_check(built_snapshot):
 def test_publish_writes_immutable_objects_then_latest(tmp_path, built_snapshot):
     storage = LocalStorage(tmp_path / "bucket")
     version = publish(storage, built_snapshot)
-    assert read_latest(storage)[0] == version
+    assert read_latest(storage).version == version
     assert storage.generation(archive_key(version)) == 1
     with pytest.raises(SnapshotError, match="already published"):
         publish(storage, built_snapshot)
-    assert read_latest(storage)[0] == version
+    assert read_latest(storage).version == version
 
 
 def test_two_racing_publishers_have_exactly_one_winner(tmp_path, built_snapshot):
@@ -45,9 +44,7 @@ def test_two_racing_publishers_have_exactly_one_winner(tmp_path, built_snapshot)
     other_version = built_snapshot.manifest.version + "b"
     other_archive = tmp_path / f"{other_version}.tar.zst"
     shutil.copyfile(built_snapshot.archive, other_archive)
-    other = BuiltSnapshot(
-        Manifest({**built_snapshot.manifest.data, "version": other_version}), other_archive
-    )
+    other = BuiltSnapshot(built_snapshot.manifest.renamed(other_version), other_archive)
 
     barrier = threading.Barrier(2)
     results: dict[str, object] = {}
@@ -78,7 +75,7 @@ def test_two_racing_publishers_have_exactly_one_winner(tmp_path, built_snapshot)
     losers = [v for v in results.values() if isinstance(v, SnapshotError)]
     assert len(winners) == 1 and len(losers) == 1
     assert "another publisher" in str(losers[0])
-    assert read_latest(storage)[0] == winners[0]
+    assert read_latest(storage).version == winners[0]
     loser_version = ({built_snapshot.manifest.version, other_version} - set(winners)).pop()
     assert storage.generation(archive_key(loser_version)) is None  # nothing half-published
     assert storage.generation(manifest_key(loser_version)) is None
@@ -89,7 +86,7 @@ def test_activate_rolls_back_and_refuses_unknown_versions(tmp_path, built_snapsh
     version = publish(storage, built_snapshot)
     storage.write(LATEST, b"somethingelse\n")
     assert activate(storage, version).version == version
-    assert read_latest(storage)[0] == version
+    assert read_latest(storage).version == version
     with pytest.raises(SnapshotError, match="no manifest"):
         activate(storage, "20990101T000000Z-nothere")
 
@@ -101,7 +98,7 @@ def test_cli_build_then_publish(tmp_path):
     (archive,) = out.glob("*.tar.zst")
     manifest = json.loads(archive.with_name(archive.name.replace(".tar.zst", ".json")).read_text())
     assert main(["publish", str(archive), "--to", str(bucket)]) == 0
-    assert read_latest(LocalStorage(bucket))[0] == manifest["version"]
+    assert read_latest(LocalStorage(bucket)).version == manifest["version"]
 
 
 def test_cli_reports_errors_without_a_traceback(tmp_path):

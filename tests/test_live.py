@@ -6,12 +6,14 @@ import logging
 
 import pytest
 
+from chatbot.answering.retrieval import KnowledgeIndex
+from chatbot.answering.service import ChatService
+from chatbot.bucket.following import COLD_START_ATTEMPTS, COLD_START_BACKOFF, BucketFollower
+from chatbot.bucket.layout import read_latest
+from chatbot.bucket.serving import SnapshotServer
+from chatbot.bucket.storage import LocalStorage
 from chatbot.config import Settings
 from chatbot.errors import NotReady, StorageError
-from chatbot.live import COLD_START_ATTEMPTS, COLD_START_BACKOFF, SnapshotManager
-from chatbot.service import ChatService
-from chatbot.snapshot import read_latest
-from chatbot.storage import LocalStorage
 from tests.publishing import point_latest, publish_copy
 
 QUESTION = "What services do you offer?"
@@ -73,33 +75,33 @@ def test_a_new_snapshot_is_swapped_in_and_the_old_deleted_after_its_last_request
     make_service, bucket, built_snapshot, tmp_path
 ):
     service = make_service()
-    v1 = service.chat(QUESTION).body["snapshot"]
+    v1 = service.chat(QUESTION).snapshot
     v2 = publish_copy(bucket, built_snapshot, v1 + "-v2", tmp_path / "v2")
     snap = tmp_path / "snap"
     with service.snapshots.lease() as draining:
-        service.snapshots.poll()  # restores v2 beside v1 and swaps while v1 is in use
+        service.follower.poll()  # restores v2 beside v1 and swaps while v1 is in use
         assert service.snapshots.live.version == v2
         assert (snap / v1).is_dir() and (snap / v2).is_dir()
         assert draining.index.query(service.embedder.embed([QUESTION])[0], 2)  # v1 still works
     assert not (snap / v1).exists()
-    assert service.chat(QUESTION).body["snapshot"] == v2
+    assert service.chat(QUESTION).snapshot == v2
 
 
 def test_rolling_back_to_a_draining_version_keeps_its_files(
     make_service, bucket, built_snapshot, tmp_path
 ):
     service = make_service()
-    v1 = service.chat(QUESTION).body["snapshot"]
+    v1 = service.chat(QUESTION).snapshot
     publish_copy(bucket, built_snapshot, v1 + "-v2", tmp_path / "v2")
     with service.snapshots.lease():
-        service.snapshots.poll()  # v2 live, v1 draining
+        service.follower.poll()  # v2 live, v1 draining
         point_latest(bucket, v1)
-        service.snapshots.poll()  # back to v1: its complete directory is reused
+        service.follower.poll()  # back to v1: its complete directory is reused
         assert service.snapshots.live.version == v1
     # The old v1 lease ended; the new v1 shares its directory, which must survive.
     assert (tmp_path / "snap" / v1 / ".complete").is_file()
     assert not (tmp_path / "snap" / (v1 + "-v2")).exists()
-    assert service.chat(QUESTION, use_cache=False).body["sources"]
+    assert service.chat(QUESTION, use_cache=False).answer.sources
 
 
 def test_a_storage_outage_during_polls_never_reaches_a_visitor(
@@ -107,12 +109,12 @@ def test_a_storage_outage_during_polls_never_reaches_a_visitor(
 ):
     storage = Flaky(bucket.root)
     service = make_service(storage)
-    v1 = service.chat(QUESTION).body["snapshot"]
+    v1 = service.chat(QUESTION).snapshot
     storage.down = True
-    with caplog.at_level(logging.WARNING, logger="chatbot.live"):
-        service.snapshots.poll()
+    with caplog.at_level(logging.WARNING, logger="chatbot.bucket.following"):
+        service.follower.poll()
         result = service.chat(QUESTION, use_cache=False)
-    assert result.body["snapshot"] == v1 and result.body["sources"]
+    assert result.snapshot == v1 and result.answer.sources
     messages = [r.getMessage() for r in caplog.records]
     assert any("Could not read the cache epoch" in m for m in messages)
     assert any("Snapshot poll failed" in m for m in messages)
@@ -120,8 +122,8 @@ def test_a_storage_outage_during_polls_never_reaches_a_visitor(
     # Storage is back: the next poll catches up with what was published meanwhile.
     storage.down = False
     v2 = publish_copy(bucket, built_snapshot, v1 + "-v2", tmp_path / "v2")
-    service.snapshots.poll()
-    assert service.chat(QUESTION).body["snapshot"] == v2
+    service.follower.poll()
+    assert service.chat(QUESTION).snapshot == v2
 
 
 def test_a_cold_start_without_storage_gives_up_after_bounded_retries_then_recovers(
@@ -131,21 +133,22 @@ def test_a_cold_start_without_storage_gives_up_after_bounded_retries_then_recove
     storage.down = True
     clock = Clock()
     naps: list[float] = []
-    settings = Settings.from_env({"SNAPSHOT_DIR": str(tmp_path / "snap")})
-    manager = SnapshotManager(
-        settings, storage, embedder.fingerprint, clock=clock, sleep=naps.append
+    server = SnapshotServer(
+        storage, tmp_path / "snap", fingerprint=embedder.fingerprint, open_index=KnowledgeIndex
+    )
+    follower = BucketFollower(
+        server, poll_seconds=10, heartbeat_seconds=60, clock=clock, sleep=naps.append
     )
     with pytest.raises(NotReady, match="cannot read the snapshot store"):
-        with manager.lease():
-            pass
+        follower.ensure_ready()
     assert storage.calls == COLD_START_ATTEMPTS and len(naps) == COLD_START_ATTEMPTS - 1
     # Within the backoff the next request gets its 503 at once, without touching storage.
     with pytest.raises(NotReady, match="cannot read the snapshot store"):
-        with manager.lease():
-            pass
+        follower.ensure_ready()
     assert storage.calls == COLD_START_ATTEMPTS
-    assert manager.status()["version"] is None
+    assert server.status()["version"] is None
     storage.down = False
     clock.now += COLD_START_BACKOFF
-    with manager.lease() as live:
-        assert live.version == read_latest(bucket)[0]
+    follower.ensure_ready()
+    with server.lease() as live:
+        assert live.version == read_latest(bucket).version

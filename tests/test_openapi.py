@@ -10,8 +10,9 @@ import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from chatbot.config import Settings
-from chatbot.openapi import DOCS_ASSETS, admin_document, chat_document
-from tests.conftest import ADMIN_SOURCE, chat_module
+from chatbot.web.docs import DOCS_ASSETS
+from chatbot.web.openapi import admin_document, chat_document
+from tests.conftest import ADMIN_SOURCE
 from tests.openapi_check import Contract, assert_matches_openapi, chat_contract
 
 EXTERNAL_URL = re.compile(r"""(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}""", re.IGNORECASE)
@@ -46,21 +47,21 @@ def test_every_example_matches_its_schema():
 
 
 def test_every_route_of_the_chat_function_is_documented(chat_client):
-    chat_client()
+    routes = chat_client().application.function.router.routes
     contract = chat_contract()
-    for path, methods in chat_module().ROUTES.items():
+    for path, methods in routes.items():
         template = contract.template_for(path)
         assert template is not None, f"{path} is not in the OpenAPI document"
         for method in methods:
             assert method.lower() in contract.document["paths"][template], f"{method} {path}"
     documented = {p for p in contract.document["paths"] if "{" not in p}
-    assert documented <= set(chat_module().ROUTES), "the document lists a route nobody serves"
+    assert documented <= set(routes), "the document lists a route nobody serves"
 
 
 def test_the_served_document_follows_the_settings(chat_client):
     client = chat_client(MAX_MESSAGE_CHARS=321, RATE_LIMIT_CHAT="1/minute", MAX_BODY_BYTES=4096)
     document = client.get("/openapi.json").get_json()
-    assert document == chat_document(chat_module()._settings)
+    assert document == chat_document(client.application.function.settings)
     request_schema = document["components"]["schemas"]["ChatRequest"]
     assert request_schema["properties"]["message"]["maxLength"] == 321
     chat = document["paths"]["/chat"]["post"]
@@ -93,7 +94,8 @@ def test_docs_page_loads_only_local_assets(chat_client):
 
 def test_only_the_listed_assets_are_served(chat_client):
     client = chat_client()
-    assert {f"/docs/{name}" for name in DOCS_ASSETS} <= set(chat_module().ROUTES)
+    routes = client.application.function.router.routes
+    assert {f"/docs/{name}" for name in DOCS_ASSETS} <= set(routes)
     for path in ("/docs/index.html", "/docs/swagger-ui.js.map", "/docs/../openapi.json"):
         assert client.get(path).status_code == 404, path
 

@@ -8,8 +8,8 @@ import zipfile
 
 import pytest
 
+from harness.processes import FunctionProcess, request
 from tests.conftest import ROOT
-from tests.servers import FunctionProcess, request
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +34,25 @@ def test_zips_hold_main_chatbot_requirements_and_the_model(packaged):
     chat = set(zipfile.ZipFile(packaged / "chat.zip").namelist())
     admin = set(zipfile.ZipFile(packaged / "admin.zip").namelist())
     for names in (chat, admin):
-        assert {"main.py", "requirements.txt", "chatbot/__init__.py", "chatbot/http.py"} <= names
-        assert not any("__pycache__" in n or n.startswith(("tests/", "indexer/")) for n in names)
+        assert {"main.py", "requirements.txt", "chatbot/__init__.py", "chatbot/web/app.py"} <= names
+        assert not any(
+            "__pycache__" in n or n.startswith(("tests/", "indexer/", "harness/")) for n in names
+        )
     assert {"chatbot/model/model.onnx", "chatbot/model/tokenizer.json"} <= chat
     assert not any(n.startswith("chatbot/model/") for n in admin)
+
+
+def test_function_zips_ship_no_indexer_dependencies(packaged):
+    """Document parsing (selectolax) and progress bars (tqdm) are the indexer's alone."""
+    for name in ("chat.zip", "admin.zip"):
+        with zipfile.ZipFile(packaged / name) as zf:
+            requirements = zf.read("requirements.txt").decode()
+            sources = "\n".join(zf.read(n).decode() for n in zf.namelist() if n.endswith(".py"))
+        packages = {line.split("==")[0] for line in requirements.splitlines() if "==" in line}
+        assert "chromadb" in packages and "pydantic" in packages
+        assert not packages & {"selectolax", "tqdm"}, name
+        assert "-r " not in requirements  # one self-contained list, as Cloud Functions reads it
+        assert "selectolax" not in sources and "tqdm" not in sources
 
 
 def test_packaging_is_reproducible(packaged, tmp_path):

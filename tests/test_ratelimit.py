@@ -7,8 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from chatbot.ratelimit import RateLimiter, client_ip
-from tests.conftest import chat_module
+from chatbot.web.ratelimit import RateLimiter, client_ip
 
 
 @pytest.mark.parametrize(
@@ -86,8 +85,9 @@ def test_health_is_never_limited(chat_client):
 
 
 def test_allowed_responses_carry_rate_limit_headers(chat_client):
-    resp = chat_client().get("/cache/stats")
+    client = chat_client()
+    resp = client.get("/cache/stats")
     assert resp.headers["X-RateLimit-Limit"] == "30"
     assert resp.headers["X-RateLimit-Remaining"] == "29"
     assert int(resp.headers["X-RateLimit-Reset"]) > time.time()
-    assert chat_module()._router.limiter.tracked_keys() == 1
+    assert client.application.function.router.limiter.tracked_keys() == 1

@@ -5,13 +5,10 @@ from __future__ import annotations
 import shutil
 import time
 
+from chatbot.answering.service import ChatService
+from chatbot.bucket.publishing import BuiltSnapshot, publish
 from chatbot.config import Settings
 from chatbot.errors import FRIENDLY_GENERATION_ERROR
-from chatbot.service import ChatService
-from chatbot.snapshot import Manifest
-from indexer.build import BuiltSnapshot
-from indexer.publish import publish
-from tests.conftest import chat_module
 
 QUESTION = "What services do you offer?"
 
@@ -82,7 +79,7 @@ def test_a_hung_connection_is_bounded_by_timeout_and_deadline(chat_client, fake_
 def test_a_repeated_question_is_cached_without_gemini_or_retrieval(chat_client, fake_gemini):
     client = gemini_client(chat_client, fake_gemini)
     first = client.post("/chat", json={"message": QUESTION}).get_json()
-    service = chat_module()._api.service
+    service = client.application.function.service
     embeds = service.embedder.calls
     second = client.post("/chat", json={"message": "  what SERVICES do you offer? "}).get_json()
     assert first["cached"] is False and second["cached"] is True
@@ -139,9 +136,7 @@ def test_ttl_expiry_and_a_new_snapshot_both_miss(bucket, embedder, built_snapsho
     v2 = built_snapshot.manifest.version + "v2"
     archive = tmp_path / f"{v2}.tar.zst"
     shutil.copyfile(built_snapshot.archive, archive)
-    publish(
-        bucket, BuiltSnapshot(Manifest({**built_snapshot.manifest.data, "version": v2}), archive)
-    )
-    service.snapshots.poll()
+    publish(bucket, BuiltSnapshot(built_snapshot.manifest.renamed(v2), archive))
+    service.follower.poll()
     result = service.chat(QUESTION)
-    assert result.body["snapshot"] == v2 and result.cached is False
+    assert result.snapshot == v2 and result.cached is False

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.processes import FunctionProcess
 from tests.conftest import CHAT_SOURCE
-from tests.servers import FunctionProcess
 
 ST = Path(sys.executable).parent / "st"
 UNLIMITED = "100000/minute"

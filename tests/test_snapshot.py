@@ -9,20 +9,20 @@ import tarfile
 import pytest
 import zstandard
 
-from chatbot.config import Settings
-from chatbot.errors import NotReady, SnapshotError
-from chatbot.live import SnapshotManager
-from chatbot.snapshot import (
+from chatbot.answering.retrieval import KnowledgeIndex
+from chatbot.bucket.following import BucketFollower
+from chatbot.bucket.layout import (
     LATEST,
     archive_key,
-    check_embedder,
     manifest_key,
     read_latest,
     read_manifest,
-    restore,
     sha256_file,
 )
-from chatbot.storage import LocalStorage
+from chatbot.bucket.restore import check_embedder, restore
+from chatbot.bucket.serving import SnapshotServer
+from chatbot.bucket.storage import LocalStorage
+from chatbot.errors import NotReady, SnapshotError
 
 
 class CountingStorage(LocalStorage):
@@ -71,7 +71,7 @@ def _publish_raw_archive(
 
 
 def test_restore_verifies_and_extracts_into_a_versioned_directory(bucket, tmp_path):
-    version, _ = read_latest(bucket)
+    version = read_latest(bucket).version
     manifest = read_manifest(bucket, version)
     restored = restore(bucket, manifest, tmp_path / "snap")
     assert restored.path == tmp_path / "snap" / version / "chroma"
@@ -81,7 +81,7 @@ def test_restore_verifies_and_extracts_into_a_versioned_directory(bucket, tmp_pa
 
 def test_an_extracted_version_is_reused_without_downloading(bucket, tmp_path):
     storage = CountingStorage(bucket.root)
-    version, _ = read_latest(storage)
+    version = read_latest(storage).version
     manifest = read_manifest(storage, version)
     restore(storage, manifest, tmp_path / "snap")
     again = restore(storage, manifest, tmp_path / "snap")
@@ -90,7 +90,7 @@ def test_an_extracted_version_is_reused_without_downloading(bucket, tmp_path):
 
 
 def test_flipped_bytes_fail_the_sha256_check_and_leave_nothing(bucket, tmp_path):
-    version, _ = read_latest(bucket)
+    version = read_latest(bucket).version
     path = _object_path(bucket, archive_key(version))
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -101,7 +101,7 @@ def test_flipped_bytes_fail_the_sha256_check_and_leave_nothing(bucket, tmp_path)
 
 
 def test_a_truncated_archive_is_refused_even_with_a_matching_manifest(bucket, tmp_path):
-    version, _ = read_latest(bucket)
+    version = read_latest(bucket).version
     path = _object_path(bucket, archive_key(version))
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     _rewrite_manifest(
@@ -122,7 +122,7 @@ def test_a_truncated_archive_is_refused_even_with_a_matching_manifest(bucket, tm
     ],
 )
 def test_unsafe_members_abort_the_whole_extraction(bucket, tmp_path, name, kind):
-    version, _ = read_latest(bucket)
+    version = read_latest(bucket).version
     template = json.loads(_object_path(bucket, manifest_key(version)).read_text())
     ok = tarfile.TarInfo("ok.txt")
     ok.size = 2
@@ -140,7 +140,7 @@ def test_unsafe_members_abort_the_whole_extraction(bucket, tmp_path, name, kind)
 
 
 def test_a_snapshot_from_another_embedding_model_is_refused(bucket):
-    version, _ = read_latest(bucket)
+    version = read_latest(bucket).version
     _rewrite_manifest(
         bucket, version, embedding__model="text-embedding-004", embedding__dimension=768
     )
@@ -158,24 +158,27 @@ def test_a_snapshot_from_another_embedding_model_is_refused(bucket):
 
 
 def test_the_instance_reports_why_it_cannot_serve(bucket, embedder, tmp_path):
-    version, _ = read_latest(bucket)
+    version = read_latest(bucket).version
     _rewrite_manifest(bucket, version, embedding__model="text-embedding-004")
-    settings = Settings.from_env({"SNAPSHOT_DIR": str(tmp_path / "snap")})
-    manager = SnapshotManager(settings, bucket, embedder.fingerprint, sleep=lambda s: None)
+    server = SnapshotServer(
+        bucket, tmp_path / "snap", fingerprint=embedder.fingerprint, open_index=KnowledgeIndex
+    )
+    follower = BucketFollower(
+        server, poll_seconds=10, heartbeat_seconds=60, sleep=lambda seconds: None
+    )
     with pytest.raises(NotReady, match="text-embedding-004"):
-        with manager.lease():
-            pass
-    assert version in manager.status()["refused"]
+        follower.ensure_ready()
+    assert version in server.status()["refused"]
     assert not (tmp_path / "snap" / version).exists()
 
 
 def test_missing_latest_explains_how_to_publish(tmp_path):
     with pytest.raises(SnapshotError, match="python -m indexer run"):
-        read_latest(LocalStorage(tmp_path / "empty"))
+        read_latest(LocalStorage(tmp_path / "empty")).require()
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", "", ".hidden", "x" * 200])
 def test_version_names_are_plain(bucket, bad):
     bucket.write(LATEST, bad.encode())
     with pytest.raises(SnapshotError):
-        read_latest(bucket)
+        read_latest(bucket).require()

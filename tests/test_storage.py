@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from chatbot.bucket.gcs import GCSStorage
+from chatbot.bucket.storage import LocalStorage, Storage, open_storage
 from chatbot.errors import ObjectNotFound, PreconditionFailed, StorageError
-from chatbot.gcs import GCSStorage
-from chatbot.storage import LocalStorage, Storage, open_storage
-from tests.fakes.fake_gcs import FakeGCSServer
+from harness.fake_gcs import FakeGCSServer
 
 PREFIX = "romega/test"
 

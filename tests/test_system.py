@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from harness.processes import FunctionProcess, request
 from tests.conftest import CHAT_SOURCE
-from tests.servers import FunctionProcess, request
 
 API_KEY = "AIzaFAKE-secret-key-0123456789"
 QUESTIONS = [

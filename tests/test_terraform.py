@@ -1,4 +1,4 @@
-"""Static checks of terraform/: the security properties DESIGN.md promises for the cloud.
+"""Static checks of terraform/: the security properties docs/architecture.md promises for the cloud.
 
 The configuration is parsed with python-hcl2 (no provider download, no cloud account), so
 these tests hold the *written* configuration to: a private admin function, one public

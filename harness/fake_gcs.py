@@ -160,7 +160,7 @@ class FakeGCSServer:
         self.stop()
 
 
-if __name__ == "__main__":  # python -m tests.fakes.fake_gcs: run one until interrupted
+if __name__ == "__main__":  # python -m harness.fake_gcs: run one until interrupted
     with FakeGCSServer() as server:
         print(f"listening on {server.url}", flush=True)
         print(f"export STORAGE_EMULATOR_HOST={server.url}", flush=True)

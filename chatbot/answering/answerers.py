@@ -8,10 +8,21 @@ pointed to a human.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
-from chatbot.index import Passage
+from chatbot.answering.retrieval import Passage
+
+__all__ = [
+    "CONTACT_EMAIL",
+    "DONT_KNOW",
+    "Answer",
+    "ExtractiveAnswerer",
+    "GeminiAnswerer",
+    "Generator",
+    "build_prompt",
+    "sources_of",
+]
 
 CONTACT_EMAIL = "info@romega-solutions.com"
 DONT_KNOW = (
@@ -37,17 +48,16 @@ _STOP = frozenset(
 
 @dataclass(frozen=True)
 class Answer:
-    """What the service returns to the visitor (plus timings for the log line)."""
+    """An answer's text, the sources it draws on, and who wrote it."""
 
     text: str
     sources: list[dict]
     generator: str
-    retries: int = 0
-    generation_ms: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 class Generator(Protocol):
+    """Writes an answer to a question from the passages retrieved for it."""
+
     name: str
 
     def answer(self, question: str, passages: list[Passage]) -> Answer: ...
@@ -86,7 +96,7 @@ def build_prompt(question: str, passages: list[Passage]) -> str:
 
 
 class GeminiAnswerer:
-    """Grounded answers written by Gemini through chatbot.gemini.GeminiGenerator."""
+    """Grounded answers written by Gemini through chatbot.answering.gemini.GeminiGenerator."""
 
     def __init__(self, generator, model: str) -> None:
         self._generator = generator
@@ -96,13 +106,7 @@ class GeminiAnswerer:
         result = self._generator.generate(
             system_instruction=SYSTEM_INSTRUCTION, prompt=build_prompt(question, passages)
         )
-        return Answer(
-            text=result.text.strip(),
-            sources=sources_of(passages),
-            generator=self.name,
-            retries=result.retries,
-            generation_ms=result.seconds * 1000,
-        )
+        return Answer(result.text.strip(), sources_of(passages), self.name)
 
 
 def _terms(text: str) -> set[str]:

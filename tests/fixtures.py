@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fakes.fake_gcs import FakeGCSServer
-from tests.fakes.fake_gemini import FakeGemini
+from harness.fake_gcs import FakeGCSServer
+from harness.fake_gemini import FakeGemini
 
 
 @pytest.fixture

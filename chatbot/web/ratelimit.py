@@ -12,6 +12,7 @@ from limits import parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
+__all__ = ["Decision", "RateLimiter", "client_ip"]
 SWEEP_EVERY = 1000
 
 
@@ -47,6 +48,7 @@ class Decision:
     retry_after: int
 
     def headers(self) -> dict[str, str]:
+        """The X-RateLimit-* headers of this decision."""
         return {
             "X-RateLimit-Limit": str(self.limit),
             "X-RateLimit-Remaining": str(self.remaining),
@@ -108,8 +110,3 @@ class RateLimiter:
         """How many (route, IP) pairs are remembered: bounded by the recent traffic."""
         with self._lock:
             return len(self._seen)
-
-    def reset(self) -> None:
-        self._storage.reset()
-        with self._lock:
-            self._seen.clear()

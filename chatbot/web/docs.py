@@ -9,15 +9,25 @@ from __future__ import annotations
 
 import functools
 import json
-import threading
 
 import flask
 
-from chatbot.http import Reply, Route
-from chatbot.openapi import DOCS_ASSETS
+from chatbot.lazy import Lazy
+from chatbot.web.router import Reply, Route
+
+__all__ = ["DOCS_ASSETS", "DOCS_PATH", "OPENAPI_PATH", "DocsHandlers"]
 
 DOCS_PATH = "/docs"
 OPENAPI_PATH = "/openapi.json"
+# The files of the swagger-ui-bundle-v2 package that GET /docs needs, plus our own
+# initializer; these and nothing else are served.
+DOCS_ASSETS = (
+    "swagger-ui.css",
+    "swagger-ui-bundle.js",
+    "swagger-initializer.js",
+    "favicon-32x32.png",
+    "favicon-16x16.png",
+)
 
 _PAGE = f"""<!DOCTYPE html>
 <html lang="en">
@@ -76,13 +86,12 @@ def read_asset(name: str) -> bytes:
     return (swagger_ui_path / name).read_bytes()
 
 
-class DocsApi:
+class DocsHandlers:
     """Serves one OpenAPI document and the Swagger UI page that renders it."""
 
     def __init__(self, document: dict) -> None:
         self._document = json.dumps(document).encode()
-        self._assets: dict[str, bytes] = {}
-        self._lock = threading.Lock()
+        self._assets = {name: Lazy(functools.partial(read_asset, name)) for name in DOCS_ASSETS}
 
     def openapi(self, request: flask.Request) -> Reply:
         """GET /openapi.json: the OpenAPI 3.1 document."""
@@ -99,12 +108,7 @@ class DocsApi:
 
     def asset(self, name: str, request: flask.Request) -> Reply:
         """GET /docs/<name>: one file of the allow-list, read once and kept in memory."""
-        data = self._assets.get(name)
-        if data is None:
-            with self._lock:
-                data = self._assets.get(name)
-                if data is None:
-                    data = self._assets[name] = read_asset(name)
+        data = self._assets[name].get()
         suffix = name[name.rindex(".") :]
         return Reply(
             {},
@@ -113,12 +117,14 @@ class DocsApi:
             headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"},
         )
 
+    def document_routes(self, rate: str) -> dict[str, dict[str, Route]]:
+        """The route of the OpenAPI document alone, limited by ``rate``."""
+        return {OPENAPI_PATH: {"GET": Route(self.openapi, rate)}}
+
     def routes(self, rate: str) -> dict[str, dict[str, Route]]:
-        """Route-table entries for the document, the page and each asset, limited by ``rate``."""
-        table = {
-            OPENAPI_PATH: {"GET": Route(self.openapi, rate)},
-            DOCS_PATH: {"GET": Route(self.page, rate)},
-        }
+        """The document, the Swagger UI page and each of its assets, limited by ``rate``."""
+        table = {**self.document_routes(rate), DOCS_PATH: {"GET": Route(self.page, rate)}}
         for name in DOCS_ASSETS:
-            table[f"{DOCS_PATH}/{name}"] = {"GET": Route(functools.partial(self.asset, name), rate)}
+            asset = functools.partial(self.asset, name)
+            table[f"{DOCS_PATH}/{name}"] = {"GET": Route(asset, rate, listed=False)}
         return table

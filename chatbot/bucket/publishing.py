@@ -1,7 +1,8 @@
-"""What is published, and moving LATEST between published snapshots (rollback, roll forward).
+"""Publishing snapshots and moving LATEST between them: the only writers of LATEST.
 
-Shared by the admin function and the indexer, so the admin zip (main.py + chatbot/) needs
-nothing from indexer/. Publishing a new snapshot itself lives in indexer/publish.py.
+``publish`` uploads a new snapshot (the indexer), ``activate`` points LATEST at one already
+published (the admin function's rollback), ``list_published`` describes what is there. Both
+writers replace LATEST under the generation they read, so two of them cannot interleave.
 """
 
 from __future__ import annotations
@@ -12,20 +13,87 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from chatbot.errors import ObjectNotFound, SnapshotError
-from chatbot.snapshot import (
-    LATEST,
+from chatbot.bucket.layout import (
     SNAPSHOTS,
     Manifest,
     archive_key,
-    check_archive,
+    manifest_key,
+    read_latest,
     read_manifest,
     valid_version,
+    write_latest,
 )
-from chatbot.storage import Storage
+from chatbot.bucket.restore import check_archive
+from chatbot.bucket.storage import Storage
+from chatbot.errors import ObjectNotFound, PreconditionFailed, SnapshotError
+
+__all__ = [
+    "Activation",
+    "BuiltSnapshot",
+    "activate",
+    "list_published",
+    "publish",
+    "verify_published",
+]
 
 READ_WORKERS = 8
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuiltSnapshot:
+    """A packed, verified snapshot in a local folder, waiting to be published."""
+
+    manifest: Manifest
+    archive: Path
+
+    @classmethod
+    def load(cls, path: Path) -> BuiltSnapshot:
+        """The snapshot whose archive (``.tar.zst``) or manifest (``.json``) is at ``path``."""
+        if path.suffix == ".json":
+            manifest_path, archive = path, path.with_suffix(".tar.zst")
+        else:
+            manifest_path, archive = path.with_suffix("").with_suffix(".json"), path
+        return cls(Manifest.parse(manifest_path.read_bytes()), archive)
+
+    def write_manifest(self) -> Path:
+        """Write the manifest beside the archive, as ``<version>.json``."""
+        path = self.archive.with_name(f"{self.manifest.version}.json")
+        path.write_bytes(self.manifest.to_bytes())
+        return path
+
+
+def publish(storage: Storage, built: BuiltSnapshot) -> str:
+    """Upload archive and manifest as new objects, then point LATEST at them.
+
+    LATEST is replaced under the generation it had when publishing began, so when two
+    publishers race exactly one wins; the loser removes its own objects and fails loudly.
+    """
+    version = built.manifest.version
+    latest_generation = read_latest(storage).generation
+    try:
+        storage.upload(archive_key(version), built.archive, if_generation_match=0)
+    except PreconditionFailed:
+        raise SnapshotError(f"snapshot {version} is already published at {storage.uri}") from None
+    try:
+        storage.write(manifest_key(version), built.manifest.to_bytes(), if_generation_match=0)
+        write_latest(storage, version, generation=latest_generation)
+    except PreconditionFailed:
+        _withdraw(storage, version)
+        raise SnapshotError(
+            f"another publisher changed {storage.uri}/LATEST while {version} was uploading; "
+            "nothing was published: rebuild and try again"
+        ) from None
+    except BaseException:
+        _withdraw(storage, version)
+        raise
+    logger.info("Published snapshot %s to %s", version, storage.uri)
+    return version
+
+
+def _withdraw(storage: Storage, version: str) -> None:
+    storage.delete(archive_key(version))
+    storage.delete(manifest_key(version))
 
 
 @dataclass(frozen=True)
@@ -38,16 +106,6 @@ class Activation:
     @property
     def version(self) -> str:
         return self.manifest.version
-
-
-def current_latest(storage: Storage) -> tuple[str | None, int]:
-    """LATEST's content (None if missing or unreadable as a name) and its generation (0 if none)."""
-    try:
-        raw, generation = storage.read(LATEST)
-    except ObjectNotFound:
-        return None, 0
-    name = raw.decode("utf-8", "replace").strip()
-    return (name if valid_version(name) else None), generation
 
 
 def verify_published(storage: Storage, version: str) -> Manifest:
@@ -69,10 +127,11 @@ def activate(storage: Storage, version: str) -> Activation:
     LATEST is replaced under the generation it had before the check, so a publish that
     lands meanwhile is not silently overwritten: PreconditionFailed instead.
     """
-    previous, generation = current_latest(storage)
+    latest = read_latest(storage)
+    previous = latest.version
     manifest = verify_published(storage, version)
     if previous != version:
-        storage.write(LATEST, f"{version}\n".encode(), if_generation_match=generation)
+        write_latest(storage, version, generation=latest.generation)
         logger.info("LATEST moved from %s to %s", previous, version)
     return Activation(manifest, previous)
 

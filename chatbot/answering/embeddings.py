@@ -7,16 +7,18 @@ and L2 normalisation. Index-time and query-time vectors come from this same code
 
 from __future__ import annotations
 
-import hashlib
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from chatbot.bucket.layout import sha256_file
 from chatbot.errors import ConfigError
+from chatbot.lazy import Lazy
+
+__all__ = ["DIMENSION", "MODEL_ID", "Embedder", "OnnxEmbedder", "find_model_files", "make_embedder"]
 
 MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
 DIMENSION = 384
@@ -60,13 +62,11 @@ def find_model_files() -> ModelFiles:
     )
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+@dataclass(frozen=True)
+class _Model:
+    session: object  # onnxruntime.InferenceSession
+    tokenizer: object  # tokenizers.Tokenizer
+    input_names: frozenset[str]
 
 
 class OnnxEmbedder:
@@ -76,75 +76,71 @@ class OnnxEmbedder:
     dimension = DIMENSION
 
     def __init__(self, files: ModelFiles | None = None, batch_size: int = 32) -> None:
-        self._files = files
+        self._files = Lazy(lambda: files or find_model_files())
         self.batch_size = batch_size
-        self._lock = threading.Lock()
-        self._session = None
-        self._tokenizer = None
-        self._sha256: str | None = None
+        self._model = Lazy(self._load)
+        self._sha256 = Lazy(lambda: sha256_file(self._files.get().onnx))
         self.calls = 0  # texts embedded: lets tests prove a cold start embeds only queries
 
-    def _load(self) -> None:
-        with self._lock:
-            if self._session is not None:
-                return
-            os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-            import onnxruntime as ort
-            from tokenizers import Tokenizer
+    def _load(self) -> _Model:
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
 
-            files = self._files or find_model_files()
-            tokenizer = Tokenizer.from_file(str(files.tokenizer))
-            tokenizer.enable_truncation(max_length=MAX_TOKENS)
-            tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = min(os.cpu_count() or 1, 4)
-            options.inter_op_num_threads = 1
-            options.log_severity_level = 3
-            session = ort.InferenceSession(
-                str(files.onnx), sess_options=options, providers=["CPUExecutionProvider"]
-            )
-            self._input_names = {i.name for i in session.get_inputs()}
-            self._tokenizer = tokenizer
-            self._files = files
-            self._session = session
+        files = self._files.get()
+        tokenizer = Tokenizer.from_file(str(files.tokenizer))
+        tokenizer.enable_truncation(max_length=MAX_TOKENS)
+        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = min(os.cpu_count() or 1, 4)
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        session = ort.InferenceSession(
+            str(files.onnx), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        return _Model(session, tokenizer, frozenset(i.name for i in session.get_inputs()))
+
+    @property
+    def tokenizer(self):
+        """The model's WordPiece tokenizer (truncating at MAX_TOKENS)."""
+        return self._model.get().tokenizer
 
     def fingerprint(self) -> dict:
         """What the manifest records, so a snapshot is only opened with the same model."""
-        if self._sha256 is None:
-            # Hashing the file does not need the session: a cold start checks the snapshot's
-            # manifest while warm() builds the session on another thread.
-            self._sha256 = file_sha256((self._files or find_model_files()).onnx)
+        # Hashing the file does not need the session: a cold start checks the snapshot's
+        # manifest while warm() builds the session on another thread.
         return {
             "backend": "local",
             "model": self.model_id,
-            "sha256": self._sha256,
+            "sha256": self._sha256.get(),
             "dimension": self.dimension,
         }
 
     def warm(self) -> None:
         """Build the ONNX session now (idempotent), e.g. while a snapshot downloads."""
-        self._load()
+        self._model.get()
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embed texts into an (n, 384) float32 array of unit vectors."""
-        self._load()
+        model = self._model.get()
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         # Sorting by length keeps padding small inside each batch.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(texts), self.batch_size):
             idx = order[start : start + self.batch_size]
-            out[idx] = self._embed_batch([texts[i] for i in idx])
+            out[idx] = self._embed_batch(model, [texts[i] for i in idx])
         self.calls += len(texts)
         return out
 
-    def _embed_batch(self, texts: list[str]) -> np.ndarray:
-        encodings = self._tokenizer.encode_batch(texts)
+    @staticmethod
+    def _embed_batch(model: _Model, texts: list[str]) -> np.ndarray:
+        encodings = model.tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
         feeds = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in self._input_names:
+        if "token_type_ids" in model.input_names:
             feeds["token_type_ids"] = np.zeros_like(ids)
-        hidden = self._session.run(None, feeds)[0]
+        hidden = model.session.run(None, feeds)[0]
         weights = mask[:, :, None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
@@ -154,7 +150,7 @@ class OnnxEmbedder:
 def make_embedder(backend: str, settings=None) -> Embedder:
     """The embedder named by EMBEDDING_BACKEND."""
     if backend == "gemini":
-        from chatbot.gemini import GeminiEmbedder
+        from chatbot.answering.gemini import GeminiEmbedder
 
         return GeminiEmbedder(settings)
     return OnnxEmbedder()

@@ -13,18 +13,25 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from chatbot.errors import ObjectNotFound, PreconditionFailed, StorageError
-from chatbot.storage import Storage
+from chatbot.bucket.layout import EPOCH_KEY, INSTANCES_PREFIX, heartbeat_key
+from chatbot.bucket.storage import Storage
+from chatbot.errors import ObjectNotFound, PreconditionFailed
 
-EPOCH_KEY = "control/cache-epoch"
-INSTANCES_PREFIX = "control/instances/"
+__all__ = [
+    "MalformedEpoch",
+    "bump_epoch",
+    "fleet_view",
+    "read_epoch",
+    "read_heartbeats",
+    "write_heartbeat",
+]
 BUMP_ATTEMPTS = 3
 STALE_AFTER_HEARTBEATS = 3  # an instance silent this many intervals is no longer counted
-PRUNE_AFTER_SECONDS = 3600.0  # heartbeats older than this (or 60 intervals) are deleted
+# Heartbeats older than this (or 60 intervals) are left out of the view; the bucket's
+# lifecycle rule deletes them (terraform/storage.tf), so reading the view never writes.
+FORGET_AFTER_SECONDS = 3600.0
 READ_WORKERS = 8
 logger = logging.getLogger(__name__)
 
@@ -69,18 +76,12 @@ def bump_epoch(storage: Storage, attempts: int = BUMP_ATTEMPTS) -> int:
     raise PreconditionFailed(f"{EPOCH_KEY} kept changing during {attempts} attempts")
 
 
-def heartbeat_key(instance_id: str) -> str:
-    """The object key of one instance's heartbeat (the id made safe for an object name)."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "-", instance_id)[:120].lstrip(".") or "instance"
-    return f"{INSTANCES_PREFIX}{safe}.json"
-
-
 def write_heartbeat(storage: Storage, instance_id: str, body: dict) -> None:
     """Replace this instance's heartbeat (last writer wins: only this instance writes it)."""
     storage.write(heartbeat_key(instance_id), json.dumps(body, sort_keys=True).encode())
 
 
-def _read_heartbeat(storage: Storage, key: str) -> tuple[str, dict | None]:
+def _read_heartbeat(storage: Storage, key: str) -> dict | None:
     try:
         raw, _ = storage.read(key)
         body = json.loads(raw)
@@ -88,21 +89,21 @@ def _read_heartbeat(storage: Storage, key: str) -> tuple[str, dict | None]:
         if not isinstance(body.get("cache", {}), dict):
             raise TypeError("cache is not an object")
     except ObjectNotFound:  # deleted between list and read
-        return key, None
+        return None
     except (ValueError, KeyError, TypeError) as exc:
         logger.warning("Ignoring unreadable heartbeat %s: %r", key, exc)
-        return key, None
-    return key, body
+        return None
+    return body
 
 
-def read_heartbeats(storage: Storage) -> list[tuple[str, dict]]:
-    """Every readable heartbeat as (key, body); unreadable ones are skipped with a warning."""
+def read_heartbeats(storage: Storage) -> list[dict]:
+    """Every readable heartbeat; unreadable ones are skipped with a warning."""
     keys = [k for k in storage.list(INSTANCES_PREFIX) if k.endswith(".json")]
     if not keys:
         return []
     with ThreadPoolExecutor(max_workers=min(READ_WORKERS, len(keys))) as pool:
         results = list(pool.map(lambda key: _read_heartbeat(storage, key), keys))
-    return [(key, body) for key, body in results if body is not None]
+    return [body for body in results if body is not None]
 
 
 def _count(cache: dict, field: str) -> int:
@@ -114,18 +115,16 @@ def fleet_view(storage: Storage, *, now: float, heartbeat_seconds: float) -> dic
     """The fleet's cache as the chat instances last reported it, plus the current epoch.
 
     Instances heard from within STALE_AFTER_HEARTBEATS intervals are listed and totalled;
-    older ones are listed apart as stale, and very old heartbeats are deleted on the way.
+    older ones are listed apart as stale, and very old ones not at all.
     """
     epoch, _ = read_epoch(storage)
     fresh_within = STALE_AFTER_HEARTBEATS * heartbeat_seconds
-    prune_after = max(PRUNE_AFTER_SECONDS, 60 * heartbeat_seconds)
+    forget_after = max(FORGET_AFTER_SECONDS, 60 * heartbeat_seconds)
     instances: list[dict] = []
     stale: list[dict] = []
-    expired: list[str] = []
-    for key, body in read_heartbeats(storage):
+    for body in read_heartbeats(storage):
         age = max(0.0, now - float(body["written_at_epoch_s"]))
-        if age > prune_after:
-            expired.append(key)
+        if age > forget_after:
             continue
         entry = {**body, "age_seconds": round(age, 1)}
         if age <= fresh_within:
@@ -140,7 +139,6 @@ def fleet_view(storage: Storage, *, now: float, heartbeat_seconds: float) -> dic
                     "age_seconds": entry["age_seconds"],
                 }
             )
-    pruned = _prune(storage, expired)
     instances.sort(key=lambda e: str(e.get("instance_id")))
     stale.sort(key=lambda e: e["age_seconds"])
     caches = [e.get("cache") or {} for e in instances]
@@ -158,17 +156,4 @@ def fleet_view(storage: Storage, *, now: float, heartbeat_seconds: float) -> dic
             "hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
         },
         "fresh_within_seconds": fresh_within,
-        "pruned": pruned,
     }
-
-
-def _prune(storage: Storage, keys: Iterable[str]) -> int:
-    """Delete long-silent heartbeats; a failure only means we try again next time."""
-    deleted = 0
-    for key in keys:
-        try:
-            storage.delete(key)
-            deleted += 1
-        except StorageError as exc:
-            logger.warning("Could not delete the old heartbeat %s: %s", key, exc)
-    return deleted

@@ -1,4 +1,4 @@
-"""Cloud Storage behind the ``Storage`` protocol of chatbot/storage.py.
+"""Cloud Storage behind the ``Storage`` protocol of chatbot/bucket/storage.py.
 
 The client is google-cloud-storage, created once on first use. In the cloud it finds its
 credentials through Application Default Credentials (the function's service account); when
@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chatbot.errors import ObjectNotFound, PreconditionFailed, StorageError
+from chatbot.lazy import Lazy
 
 if TYPE_CHECKING:
     from google.cloud import storage
@@ -49,9 +49,7 @@ class GCSStorage:
         self.uri = f"gs://{bucket}/{self.prefix}" if self.prefix else f"gs://{bucket}"
         self._timeout = (CONNECT_TIMEOUT, timeout)
         self._retry_deadline = retry_deadline
-        self._client = client
-        self._bucket: storage.Bucket | None = None
-        self._lock = threading.Lock()
+        self._bucket: Lazy[storage.Bucket] = Lazy(lambda: self._open_bucket(client))
 
     @classmethod
     def from_uri(cls, uri: str, **kwargs: Any) -> GCSStorage:
@@ -61,16 +59,15 @@ class GCSStorage:
         bucket, _, prefix = uri[len("gs://") :].partition("/")
         return cls(bucket, prefix, **kwargs)
 
-    def _get_bucket(self) -> storage.Bucket:
-        if self._bucket is None:
-            with self._lock:
-                if self._bucket is None:
-                    from google.cloud import storage
+    def _open_bucket(self, client: storage.Client | None) -> storage.Bucket:
+        from google.cloud import storage
 
-                    with _mapped_errors(self.uri):
-                        client = self._client or storage.Client()
-                    self._bucket = client.bucket(self.bucket_name)
-        return self._bucket
+        with _mapped_errors(self.uri):
+            client = client or storage.Client()
+        return client.bucket(self.bucket_name)
+
+    def _get_bucket(self) -> storage.Bucket:
+        return self._bucket.get()
 
     def _name(self, key: str) -> str:
         parts = key.split("/")

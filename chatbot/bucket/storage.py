@@ -149,7 +149,7 @@ def open_storage(uri: str, *, retry_deadline: float | None = None) -> Storage:
     that retry on their own terms (a chat instance's cold start, its background poll).
     """
     if uri.startswith("gs://"):
-        from chatbot.gcs import GCSStorage
+        from chatbot.bucket.gcs import GCSStorage
 
         options = {} if retry_deadline is None else {"retry_deadline": retry_deadline}
         return GCSStorage.from_uri(uri, **options)

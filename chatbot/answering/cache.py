@@ -16,6 +16,8 @@ from typing import Any
 
 from cachetools import Cache, TTLCache
 
+__all__ = ["AnswerCache", "cache_key", "normalize"]
+
 
 def normalize(question: str) -> str:
     """Lower-case and collapse whitespace, so trivially different spellings share an entry."""
@@ -23,6 +25,7 @@ def normalize(question: str) -> str:
 
 
 def cache_key(question: str, version: str, epoch: int) -> str:
+    """md5 of the normalised question, scoped by snapshot version and cache epoch."""
     digest = hashlib.md5(normalize(question).encode("utf-8"), usedforsecurity=False)
     return f"{version}:{epoch}:{digest.hexdigest()}"
 
@@ -54,6 +57,9 @@ class AnswerCache:
 
         ``use_cache=False`` skips the lookup but still stores the fresh value. Exceptions
         from ``compute`` are not cached; threads waiting on the failed flight get the error.
+        That is where this differs from cachetools' ``cached(..., condition=...)``: there
+        the waiters would each call ``compute`` again after the leader fails, so a Gemini
+        outage would cost one failing call per waiting visitor instead of one in all.
         """
         with self._lock:
             if use_cache:

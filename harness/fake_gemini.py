@@ -12,7 +12,7 @@ call (``fake.script([503, "drop", answer("hi")])``), drawn at random
 reply quotes the first sentence of the first passage in the prompt's ``<context>`` block, so
 answers are deterministic and grounded in what the caller sent.
 
-Run it alone with ``python -m tests.fakes.fake_gemini --port 8765 [--failure-rate 0.05]
+Run it alone with ``python -m harness.fake_gemini --port 8765 [--failure-rate 0.05]
 [--delay 0.05]``; it prints ``listening on http://127.0.0.1:8765``.
 """
 

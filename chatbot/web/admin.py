@@ -1,0 +1,187 @@
+"""The private admin function's routes: fleet cache stats and clear, snapshots and rollback.
+
+The admin function cannot see the chat instances' memory; it works through the bucket only
+(chatbot/bucket/control.py, chatbot/bucket/publishing.py). Every handler first checks
+``X-Admin-Token`` in constant time against ADMIN_TOKEN; with no token configured every
+request is refused. The Router applies the per-IP rate limit before the handler runs, so
+guessing is slow too.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import time
+from collections.abc import Callable
+
+import flask
+
+from chatbot.bucket.control import bump_epoch, fleet_view
+from chatbot.bucket.layout import manifest_key, read_latest
+from chatbot.bucket.publishing import activate, list_published
+from chatbot.bucket.storage import Storage, open_storage
+from chatbot.config import API_VERSION, Settings
+from chatbot.errors import (
+    Conflict,
+    NotFound,
+    NotReady,
+    PreconditionFailed,
+    SnapshotError,
+    StorageError,
+    Unauthorized,
+)
+from chatbot.lazy import Lazy
+from chatbot.logs import annotate
+from chatbot.web.bodies import parse_body
+from chatbot.web.models import (
+    Activated,
+    ActivateRequest,
+    AdminInfo,
+    CacheCleared,
+    FleetStats,
+    SnapshotList,
+)
+from chatbot.web.router import Handler, Reply, Route
+
+__all__ = ["TOKEN_HEADER", "AdminHandlers"]
+TOKEN_HEADER = "X-Admin-Token"
+# One call's Cloud Storage retries; an operator would rather retry than wait two minutes.
+STORAGE_RETRY_SECONDS = 10.0
+
+
+class AdminHandlers:
+    """Route handlers over the snapshot bucket, opened on first use."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        storage: Storage | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self._storage = Lazy(
+            lambda: (
+                storage or open_storage(settings.snapshot_uri, retry_deadline=STORAGE_RETRY_SECONDS)
+            )
+        )
+        self._clock = clock
+
+    @property
+    def storage(self) -> Storage:
+        """The bucket, opened once per instance."""
+        return self._storage.get()
+
+    def routes(self) -> dict[str, dict[str, Route]]:
+        """This module's part of the admin function's route table (all behind ``guarded``)."""
+        return {
+            "/cache/stats": {"GET": Route(self.fleet_stats, "rate_limit_admin")},
+            "/cache": {"DELETE": Route(self.clear_cache, "rate_limit_admin_write")},
+            "/snapshots": {"GET": Route(self.snapshots, "rate_limit_admin")},
+            "/snapshots/activate": {"POST": Route(self.activate, "rate_limit_admin_write")},
+        }
+
+    # -- the token ------------------------------------------------------------------------
+
+    def authorize(self, request: flask.Request) -> None:
+        """Raise Unauthorized unless the request carries the configured token."""
+        expected = self.settings.admin_token
+        if not expected:
+            raise Unauthorized(
+                "Admin API is disabled: ADMIN_TOKEN is not configured on this function"
+            )
+        given = request.headers.get(TOKEN_HEADER, "")
+        # Bytes, so a non-ASCII header cannot raise; compare_digest's time does not depend
+        # on where the first difference is.
+        if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+            raise Unauthorized()
+
+    def guarded(self, handler: Handler) -> Handler:
+        """``handler`` behind the token check, with bucket failures mapped to 409 or 503."""
+
+        @functools.wraps(handler)
+        def checked(request: flask.Request) -> Reply:
+            self.authorize(request)
+            try:
+                return handler(request)
+            except StorageError as exc:
+                if isinstance(exc, PreconditionFailed):
+                    raise Conflict(
+                        f"Another writer changed the bucket meanwhile; nothing was changed: "
+                        f"check GET /snapshots and retry ({exc})"
+                    ) from None
+                raise NotReady(f"the snapshot store is unreachable: {exc}") from exc
+
+        return checked
+
+    # -- routes ---------------------------------------------------------------------------
+
+    def fleet_stats(self, request: flask.Request) -> Reply:
+        """GET /cache/stats: the cache epoch and what each live chat instance last reported."""
+        view = FleetStats.model_validate(
+            fleet_view(
+                self.storage, now=self._clock(), heartbeat_seconds=self.settings.heartbeat_seconds
+            )
+        )
+        annotate(instances=view.totals.instances)
+        return Reply(view.model_dump())
+
+    def clear_cache(self, request: flask.Request) -> Reply:
+        """DELETE /cache: bump the epoch; every chat instance drops its answers on its next poll."""
+        epoch = bump_epoch(self.storage)
+        annotate(epoch=epoch)
+        within = f"{self.settings.control_poll_seconds:g}"
+        return Reply(
+            CacheCleared(
+                message=f"Cache cleared. Every chat instance drops its cached answers within "
+                f"{within} seconds.",
+                epoch=epoch,
+            ).model_dump()
+        )
+
+    def snapshots(self, request: flask.Request) -> Reply:
+        """GET /snapshots: published versions, newest first, and which one LATEST names."""
+        latest = read_latest(self.storage).version
+        entries = list_published(self.storage)
+        for entry in entries:
+            entry["latest"] = entry["version"] == latest
+        listing = SnapshotList(latest=latest, count=len(entries), snapshots=entries)
+        return Reply(listing.model_dump(exclude_unset=True))
+
+    def activate(self, request: flask.Request) -> Reply:
+        """POST /snapshots/activate: point LATEST at a published version that checks out."""
+        version = parse_body(request, ActivateRequest, self.settings.max_body_bytes).version
+        if self.storage.generation(manifest_key(version)) is None:
+            raise NotFound(f"Snapshot {version} is not published (see GET /snapshots)")
+        try:
+            done = activate(self.storage, version)
+        except SnapshotError as exc:
+            raise Conflict(f"Snapshot {version} cannot be activated: {exc}") from None
+        annotate(version=version, previous=done.previous)
+        within = f"{self.settings.control_poll_seconds:g}"
+        if done.previous == version:
+            message = f"{version} is already LATEST; nothing changed."
+        else:
+            message = (
+                f"LATEST now points at {version} (was {done.previous}). Chat instances "
+                f"switch to it within {within} seconds of their next request."
+            )
+        activated = Activated(
+            version=version,
+            previous=done.previous,
+            message=message,
+            snapshot=done.manifest.summary(),
+        )
+        return Reply(activated.model_dump(exclude_unset=True))
+
+    @staticmethod
+    def index(routes: list[dict]) -> dict:
+        """The body of GET /: what this API is and its routes with their limits."""
+        return AdminInfo(
+            name="Romega Chatbot admin API",
+            version=API_VERSION,
+            description="Fleet cache stats, fleet-wide cache clearing, snapshot rollback.",
+            authentication=f"every request needs the {TOKEN_HEADER} header",
+            routes=routes,
+            openapi="/openapi.json",
+        ).model_dump()

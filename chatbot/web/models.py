@@ -1,0 +1,293 @@
+"""The API contract: one pydantic model per request and response body.
+
+Request models validate what clients send (strictly: no coercion, no unknown fields) and
+their errors become one clear sentence naming the field (``chatbot.web.bodies``). Response
+models build every JSON body the handlers send. ``chatbot.web.openapi`` generates the
+documents' components from these same classes, so the code and the OpenAPI document cannot
+disagree. Limits that come from Settings (the longest message) are passed as validation
+context and written into the generated schema by ``chatbot.web.openapi``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+from chatbot.bucket.layout import valid_version
+
+__all__ = [
+    "Activated",
+    "ActivateRequest",
+    "AdminInfo",
+    "ApiInfo",
+    "CacheCleared",
+    "CacheStats",
+    "ChatAnswer",
+    "ChatRequest",
+    "Error",
+    "FleetStats",
+    "GenerationError",
+    "Health",
+    "RateLimitError",
+    "RouteInfo",
+    "SnapshotList",
+    "SnapshotStatus",
+    "Source",
+]
+
+EXAMPLE_QUESTION = "What services do you offer?"
+NonNegative = Annotated[int, Field(ge=0)]
+
+
+class Request(BaseModel):
+    """A request body: exact types, no unknown fields."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class Body(BaseModel):
+    """A response body whose every field is listed (additionalProperties: false).
+
+    A field with a default may be left out of the body (it is not "required" in the schema).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class OpenBody(BaseModel):
+    """A response body that may carry more than it lists (manifests, heartbeats grow)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def rule(message: str) -> PydanticCustomError:
+    """A validation failure whose message completes "Field '<name>' ..."."""
+    return PydanticCustomError("field_rule", message)
+
+
+# -- shared -----------------------------------------------------------------------------------
+
+
+class Error(Body):
+    """Every error: a message that says what is wrong, safe to show."""
+
+    error: str = Field(min_length=1)
+    status: Literal["error"]
+
+
+class RateLimitError(Body):
+    """Too many requests: the limit that was hit."""
+
+    error: str = Field(pattern="^Rate limit exceeded: ")
+
+
+class RouteInfo(Body):
+    """One route of ``GET /`` with its per-IP limit."""
+
+    method: str
+    path: str
+    rate_limit: str = Field(description="e.g. '20/minute', or 'unlimited'.")
+
+
+# -- chat function ----------------------------------------------------------------------------
+
+
+class ChatRequest(Request):
+    """A visitor's question."""
+
+    message: str = Field(
+        min_length=1,
+        description="The visitor's question. Control characters are removed; a message with "
+        "nothing else left is rejected.",
+        examples=[EXAMPLE_QUESTION],
+    )
+    use_cache: bool = Field(
+        True, description="false skips the cache lookup (the fresh answer is still stored)."
+    )
+
+    @field_validator("message", mode="before")
+    @classmethod
+    def _clean(cls, message: object, info: ValidationInfo) -> object:
+        # Before the type check, so a lone surrogate is removed rather than refused as bad
+        # text. Control characters other than ordinary whitespace carry no meaning here.
+        if not isinstance(message, str):
+            return message  # the type check names what it should be
+        cleaned = "".join(ch for ch in message if ch in "\t\n\r" or ch.isprintable())
+        if not cleaned.strip():
+            raise rule("must not be empty")
+        limit = (info.context or {}).get("max_message_chars")
+        if limit is not None and len(message) > limit:
+            raise rule(f"must be at most {limit} characters")
+        return cleaned.strip()
+
+
+class Source(Body):
+    """A document an answer draws on."""
+
+    title: str = Field(description="The document's title.")
+    source: str = Field(description="The document's file name.")
+    score: float = Field(description="Relevance, higher is better.")
+
+
+class ChatAnswer(Body):
+    """A grounded answer."""
+
+    response: str = Field(description="The answer, citing sources.")
+    status: Literal["success"]
+    cached: bool = Field(description="Served from this instance's cache.")
+    sources: list[Source] = Field(
+        description="The documents the answer draws on, best first; empty when nothing "
+        "relevant was found."
+    )
+    snapshot: str = Field(description="The knowledge snapshot used.")
+
+
+class GenerationError(Body):
+    """The answer could not be generated; a friendly text to show as is."""
+
+    response: str
+    status: Literal["error"]
+
+
+class SnapshotStatus(Body):
+    """The snapshot this instance serves (fields past ``version`` once one is loaded)."""
+
+    uri: str = Field(description="Where snapshots are published.")
+    epoch: int = Field(description="The cache epoch.")
+    version: str | None = Field(description="null until loaded.")
+    created_at: str | None = None
+    documents: int | None = None
+    chunks: int = 0
+    embedding_model: str = ""
+    restore_seconds: dict[str, float] = Field(default_factory=dict)
+    refused: dict[str, str] = Field(
+        default_factory=dict,
+        description="Snapshots this instance refused to serve, with the reason.",
+    )
+
+
+class Health(Body):
+    """Readiness: healthy with the snapshot served, or unhealthy with the reason."""
+
+    status: Literal["healthy", "unhealthy"]
+    message: str
+    api_version: str
+    cache_size: NonNegative
+    snapshot: SnapshotStatus
+    generator: str = Field(description="'gemini:<model>' or 'extractive' (no GOOGLE_API_KEY).")
+    uptime_seconds: float = Field(0.0, ge=0)
+
+
+class CacheStats(Body):
+    """This instance's answer cache."""
+
+    total_entries: NonNegative
+    valid_entries: NonNegative
+    expired_entries: NonNegative
+    cache_ttl_seconds: int = Field(ge=1)
+    hits: NonNegative
+    misses: NonNegative
+    hit_rate: float = Field(ge=0, le=1)
+
+
+class ApiInfo(Body):
+    """What the chat API is and how to use it."""
+
+    name: str
+    version: str
+    description: str
+    routes: list[RouteInfo]
+    docs: str
+    openapi: str
+    contact: str
+
+
+# -- admin function ---------------------------------------------------------------------------
+
+
+class ActivateRequest(Request):
+    """The version LATEST should point at."""
+
+    version: str = Field(min_length=1, max_length=100, pattern="^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _plain_name(cls, version: object) -> object:
+        # Checked before the schema's own keywords, so a wrong name gets this one sentence.
+        if isinstance(version, str) and not valid_version(version):
+            raise rule(
+                "must be a snapshot name: up to 100 letters, digits, '-', '_' or '.', "
+                "starting with a letter or digit (see GET /snapshots)"
+            )
+        return version
+
+
+class FleetTotals(OpenBody):
+    instances: NonNegative
+    entries: NonNegative
+    hits: NonNegative
+    misses: NonNegative
+    hit_rate: float = Field(ge=0, le=1)
+
+
+class FleetStats(OpenBody):
+    """The cache epoch and the stats each live chat instance last reported in its heartbeat."""
+
+    epoch: NonNegative
+    instances: list[dict]
+    stale_instances: list[dict]
+    totals: FleetTotals
+    fresh_within_seconds: float
+
+
+class CacheCleared(OpenBody):
+    """The epoch was bumped."""
+
+    message: str = Field(pattern=r"^Cache cleared\.")
+    epoch: int = Field(ge=1)
+
+
+class SnapshotSummary(OpenBody):
+    version: str
+    created_at: str | None = None
+    documents: int | None = None
+    chunks: int = 0
+    embedding_model: str = ""
+
+
+class PublishedSnapshot(SnapshotSummary):
+    """A published version; one that cannot be activated carries an ``error``."""
+
+    latest: bool = False
+    archive_present: bool = False
+    error: str = ""
+
+
+class SnapshotList(OpenBody):
+    """Published versions, newest first, and which one LATEST names."""
+
+    latest: str | None = Field(description="The live version.")
+    count: NonNegative
+    snapshots: list[PublishedSnapshot]
+
+
+class Activated(OpenBody):
+    """LATEST now points at ``version``."""
+
+    version: str
+    previous: str | None
+    message: str
+    snapshot: SnapshotSummary
+
+
+class AdminInfo(OpenBody):
+    """What the admin API is and its routes."""
+
+    name: str
+    version: str
+    description: str = ""
+    authentication: str = ""
+    routes: list[RouteInfo]
+    openapi: str = ""

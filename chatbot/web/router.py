@@ -1,0 +1,207 @@
+"""The HTTP edge shared by the chat and admin functions.
+
+One ``Router`` per function: it resolves the route (404/405), applies the per-IP rate
+limit, runs the handler, maps every error to JSON once, adds CORS and rate-limit headers,
+and writes the request's one summary log line from the fields that any layer added with
+``chatbot.logs.annotate`` while serving it. It also answers ``GET /`` with its own table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import flask
+
+from chatbot.config import Settings
+from chatbot.errors import ChatbotError, MethodNotAllowed, NotFound, RateLimited
+from chatbot.logs import request_context, trace_id_from_headers
+from chatbot.web.ratelimit import RateLimiter, client_ip
+
+__all__ = ["Handler", "Reply", "Route", "Router"]
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Reply:
+    """A handler's result: a JSON body (or raw bytes), status and headers."""
+
+    body: dict
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None
+    content_type: str = "application/json"
+
+
+Handler = Callable[[flask.Request], Reply]
+
+
+@dataclass(frozen=True)
+class Route:
+    """A handler and the Settings attribute naming its per-IP limit (None: unlimited)."""
+
+    handler: Handler
+    rate: str | None
+    listed: bool = True  # shown by GET / (Swagger UI's asset files are not)
+
+
+def _cors_headers(settings: Settings, request: flask.Request) -> dict[str, str]:
+    origin = request.headers.get("Origin")
+    if not origin:
+        return {}
+    allowed = settings.allowed_origins
+    if "*" in allowed:
+        allow = "*"
+    elif origin in allowed:
+        allow = origin
+    else:
+        return {}
+    headers = {
+        "Access-Control-Allow-Origin": allow,
+        "Access-Control-Expose-Headers": (
+            "Retry-After, X-Request-Id, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset"
+        ),
+    }
+    if allow != "*":
+        headers["Vary"] = "Origin"
+    return headers
+
+
+def anonymize(ip: str) -> str:
+    """A short stable hash of the client IP: enough to correlate lines, never the raw IP."""
+    return hashlib.sha256(f"romega:{ip}".encode()).hexdigest()[:12]
+
+
+class Router:
+    """Dispatches one function's requests over the route tables its handlers expose."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        routes: dict[str, dict[str, Route]],
+        *,
+        index: Callable[[list[dict]], dict],
+        index_rate: str,
+        guard: Callable[[Handler], Handler] | None = None,
+    ) -> None:
+        """``index`` makes GET /'s body from the route listing; ``guard`` wraps every handler."""
+        self.settings = settings
+        self._describe = index
+        table = {**routes, "/": {"GET": Route(self._index, index_rate)}}
+        wrap = guard or (lambda handler: handler)
+        self.routes = {
+            path: {
+                method: Route(wrap(r.handler), r.rate, r.listed) for method, r in methods.items()
+            }
+            for path, methods in table.items()
+        }
+        self.limiter = RateLimiter()
+
+    def _index(self, request: flask.Request) -> Reply:
+        return Reply(self._describe(self.listing()))
+
+    def listing(self) -> list[dict]:
+        """Every listed route with its limit, as GET / shows them."""
+        return [
+            {
+                "method": method,
+                "path": path,
+                "rate_limit": getattr(self.settings, route.rate) if route.rate else "unlimited",
+            }
+            for path, methods in self.routes.items()
+            for method, route in methods.items()
+            if route.listed
+        ]
+
+    def __call__(self, request: flask.Request) -> flask.Response:
+        """Answer one request: always JSON (or the route's own content), never a traceback."""
+        started = time.perf_counter()
+        request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex[:16]
+        if not (request_id.isascii() and request_id.replace("-", "").isalnum()):
+            request_id = uuid.uuid4().hex[:16]
+        path = request.path.rstrip("/") or "/"
+        ip = client_ip(
+            request.remote_addr,
+            request.headers.get("X-Forwarded-For"),
+            self.settings.trusted_proxy_hops,
+        )
+        extra_headers: dict[str, str] = {"X-Request-Id": request_id}
+        with request_context(request_id, trace_id_from_headers(request.headers)) as context:
+            try:
+                reply = self._dispatch(request, path, ip, extra_headers)
+            except ChatbotError as exc:
+                if exc.status_code >= 500:
+                    logger.warning("%s %s -> %d: %s", request.method, path, exc.status_code, exc)
+                reply = Reply(exc.body(), exc.status_code, exc.headers())
+            except Exception:
+                logger.exception("Unhandled error on %s %s", request.method, path)
+                reply = Reply({"error": "Internal server error", "status": "error"}, 500)
+            response = flask.Response(
+                reply.raw if reply.raw is not None else json.dumps(reply.body),
+                status=reply.status,
+                content_type=reply.content_type,
+            )
+            for name, value in {
+                **extra_headers,
+                **_cors_headers(self.settings, request),
+                **reply.headers,
+            }.items():
+                response.headers[name] = value
+            latency = (time.perf_counter() - started) * 1000
+            summary = {
+                "event": "request",
+                "method": request.method,
+                "route": path if path in self.routes else "(unknown)",
+                "status": reply.status,
+                "latency_ms": round(latency, 2),
+                "client": anonymize(ip),
+                **{
+                    k: (round(v, 2) if isinstance(v, float) else v)
+                    for k, v in context.fields.items()
+                },
+            }
+            logger.info(
+                "%s %s %d %.1fms",
+                request.method,
+                summary["route"],
+                reply.status,
+                latency,
+                extra={"fields": summary},
+            )
+        return response
+
+    def _dispatch(
+        self, request: flask.Request, path: str, ip: str, headers: dict[str, str]
+    ) -> Reply:
+        methods = self.routes.get(path)
+        if methods is None:
+            raise NotFound(f"No route {path[:100]}; see GET / for the API")
+        if request.method == "OPTIONS":
+            allowed = sorted({*methods, "OPTIONS"})
+            return Reply(
+                {},
+                204,
+                {
+                    "Allow": ", ".join(allowed),
+                    "Access-Control-Allow-Methods": ", ".join(allowed),
+                    "Access-Control-Allow-Headers": "Content-Type, X-Admin-Token, X-Request-Id",
+                    "Access-Control-Max-Age": "600",
+                },
+                raw=b"",
+            )
+        route = methods.get(request.method) or (
+            methods.get("GET") if request.method == "HEAD" else None
+        )
+        if route is None:
+            raise MethodNotAllowed(request.method, sorted({*methods, "OPTIONS"}))
+        if route.rate is not None:
+            decision = self.limiter.hit(path, getattr(self.settings, route.rate), ip)
+            headers.update(decision.headers())
+            if not decision.allowed:
+                raise RateLimited(decision.limit_text, decision.retry_after, decision.headers())
+        return route.handler(request)

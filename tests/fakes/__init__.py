@@ -1,1 +1,0 @@
-"""Fake Google services that the real client libraries talk to in tests."""
