@@ -49,6 +49,11 @@ ENVIRONMENT_VARIABLES = (
     "GOOGLE_CLOUD_PROJECT",
     "GCP_PROJECT",
     "GCLOUD_PROJECT",
+    "MAX_HISTORY_MESSAGES",
+    "MAX_HISTORY_CHARS",
+    "RATE_LIMIT_FEEDBACK",
+    "EVENTS_FLUSH_SECONDS",
+    "CONDENSE_TIMEOUT_SECONDS",
 )
 DEFAULT_SNAPSHOT_URI = ".local/bucket"
 
@@ -133,6 +138,11 @@ class Settings:
     min_relevance: float = 0.30
     project_id: str | None = None
     instance_id: str | None = None
+    max_history_messages: int = 6
+    max_history_chars: int = 8000
+    rate_limit_feedback: str = "10/minute"
+    events_flush_seconds: float = 30.0
+    condense_timeout_seconds: float = 2.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -184,4 +194,9 @@ class Settings:
             min_relevance=_float(env, "MIN_RELEVANCE", 0.30),
             project_id=project_id,
             instance_id=env.get("INSTANCE_ID") or None,
+            max_history_messages=_int(env, "MAX_HISTORY_MESSAGES", 6),
+            max_history_chars=_int(env, "MAX_HISTORY_CHARS", 8000),
+            rate_limit_feedback=_rate(env, "RATE_LIMIT_FEEDBACK", "10/minute"),
+            events_flush_seconds=_float(env, "EVENTS_FLUSH_SECONDS", 30.0, minimum=0.1),
+            condense_timeout_seconds=_float(env, "CONDENSE_TIMEOUT_SECONDS", 2.0, minimum=0.1),
         )

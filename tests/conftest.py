@@ -4,6 +4,7 @@ functions built from Settings and served in-process the way functions-framework 
 from __future__ import annotations
 
 import os
+import threading
 
 import flask
 import functions_framework
@@ -18,6 +19,7 @@ from harness.processes import ADMIN_SOURCE, CHAT_SOURCE, CONFIG_VARS, ROOT
 pytest_plugins = ["tests.fixtures"]
 
 KNOWLEDGE = ROOT / "knowledge"
+BACKGROUND_THREADS = {"snapshot-poll", "embedder-warm-up"}
 __all__ = ["ADMIN_SOURCE", "CHAT_SOURCE", "KNOWLEDGE", "ROOT", "serve"]
 
 
@@ -28,6 +30,12 @@ def clean_env(monkeypatch, tmp_path):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SNAPSHOT_DIR", str(tmp_path / "snapshots"))
     monkeypatch.setenv("ORT_DISABLE_TELEMETRY", "1")
+    yield
+    # A request may have started a background poll or model warm-up; let it end inside its
+    # own test, not in the next one's or during interpreter shutdown (C++ threads abort then).
+    for thread in threading.enumerate():
+        if thread.name in BACKGROUND_THREADS:
+            thread.join(timeout=30)
 
 
 def serve(function: FunctionApp) -> flask.Flask:

@@ -41,13 +41,13 @@ EXAMPLE_QUESTION = "What services do you offer?"
 NonNegative = Annotated[int, Field(ge=0)]
 
 
-class Request(BaseModel):
+class RequestBody(BaseModel):
     """A request body: exact types, no unknown fields."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
 
-class Body(BaseModel):
+class ResponseBody(BaseModel):
     """A response body whose every field is listed (additionalProperties: false).
 
     A field with a default may be left out of the body (it is not "required" in the schema).
@@ -56,7 +56,7 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class OpenBody(BaseModel):
+class OpenResponseBody(BaseModel):
     """A response body that may carry more than it lists (manifests, heartbeats grow)."""
 
     model_config = ConfigDict(extra="allow")
@@ -70,20 +70,20 @@ def rule(message: str) -> PydanticCustomError:
 # -- shared -----------------------------------------------------------------------------------
 
 
-class Error(Body):
+class Error(ResponseBody):
     """Every error: a message that says what is wrong, safe to show."""
 
     error: str = Field(min_length=1)
     status: Literal["error"]
 
 
-class RateLimitError(Body):
+class RateLimitError(ResponseBody):
     """Too many requests: the limit that was hit."""
 
     error: str = Field(pattern="^Rate limit exceeded: ")
 
 
-class RouteInfo(Body):
+class RouteInfo(ResponseBody):
     """One route of ``GET /`` with its per-IP limit."""
 
     method: str
@@ -94,7 +94,7 @@ class RouteInfo(Body):
 # -- chat function ----------------------------------------------------------------------------
 
 
-class ChatRequest(Request):
+class ChatRequest(RequestBody):
     """A visitor's question."""
 
     message: str = Field(
@@ -123,7 +123,7 @@ class ChatRequest(Request):
         return cleaned.strip()
 
 
-class Source(Body):
+class Source(ResponseBody):
     """A document an answer draws on."""
 
     title: str = Field(description="The document's title.")
@@ -131,7 +131,7 @@ class Source(Body):
     score: float = Field(description="Relevance, higher is better.")
 
 
-class ChatAnswer(Body):
+class ChatAnswer(ResponseBody):
     """A grounded answer."""
 
     response: str = Field(description="The answer, citing sources.")
@@ -144,14 +144,14 @@ class ChatAnswer(Body):
     snapshot: str = Field(description="The knowledge snapshot used.")
 
 
-class GenerationError(Body):
+class GenerationError(ResponseBody):
     """The answer could not be generated; a friendly text to show as is."""
 
     response: str
     status: Literal["error"]
 
 
-class SnapshotStatus(Body):
+class SnapshotStatus(ResponseBody):
     """The snapshot this instance serves (fields past ``version`` once one is loaded)."""
 
     uri: str = Field(description="Where snapshots are published.")
@@ -168,7 +168,7 @@ class SnapshotStatus(Body):
     )
 
 
-class Health(Body):
+class Health(ResponseBody):
     """Readiness: healthy with the snapshot served, or unhealthy with the reason."""
 
     status: Literal["healthy", "unhealthy"]
@@ -180,7 +180,7 @@ class Health(Body):
     uptime_seconds: float = Field(0.0, ge=0)
 
 
-class CacheStats(Body):
+class CacheStats(ResponseBody):
     """This instance's answer cache."""
 
     total_entries: NonNegative
@@ -192,7 +192,7 @@ class CacheStats(Body):
     hit_rate: float = Field(ge=0, le=1)
 
 
-class ApiInfo(Body):
+class ApiInfo(ResponseBody):
     """What the chat API is and how to use it."""
 
     name: str
@@ -207,7 +207,7 @@ class ApiInfo(Body):
 # -- admin function ---------------------------------------------------------------------------
 
 
-class ActivateRequest(Request):
+class ActivateRequest(RequestBody):
     """The version LATEST should point at."""
 
     version: str = Field(min_length=1, max_length=100, pattern="^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -224,7 +224,9 @@ class ActivateRequest(Request):
         return version
 
 
-class FleetTotals(OpenBody):
+class FleetTotals(OpenResponseBody):
+    """The live instances' caches added up."""
+
     instances: NonNegative
     entries: NonNegative
     hits: NonNegative
@@ -232,7 +234,7 @@ class FleetTotals(OpenBody):
     hit_rate: float = Field(ge=0, le=1)
 
 
-class FleetStats(OpenBody):
+class FleetStats(OpenResponseBody):
     """The cache epoch and the stats each live chat instance last reported in its heartbeat."""
 
     epoch: NonNegative
@@ -242,14 +244,16 @@ class FleetStats(OpenBody):
     fresh_within_seconds: float
 
 
-class CacheCleared(OpenBody):
+class CacheCleared(OpenResponseBody):
     """The epoch was bumped."""
 
     message: str = Field(pattern=r"^Cache cleared\.")
     epoch: int = Field(ge=1)
 
 
-class SnapshotSummary(OpenBody):
+class SnapshotSummary(OpenResponseBody):
+    """What a manifest says about a snapshot, in brief."""
+
     version: str
     created_at: str | None = None
     documents: int | None = None
@@ -265,7 +269,7 @@ class PublishedSnapshot(SnapshotSummary):
     error: str = ""
 
 
-class SnapshotList(OpenBody):
+class SnapshotList(OpenResponseBody):
     """Published versions, newest first, and which one LATEST names."""
 
     latest: str | None = Field(description="The live version.")
@@ -273,7 +277,7 @@ class SnapshotList(OpenBody):
     snapshots: list[PublishedSnapshot]
 
 
-class Activated(OpenBody):
+class Activated(OpenResponseBody):
     """LATEST now points at ``version``."""
 
     version: str
@@ -282,7 +286,7 @@ class Activated(OpenBody):
     snapshot: SnapshotSummary
 
 
-class AdminInfo(OpenBody):
+class AdminInfo(OpenResponseBody):
     """What the admin API is and its routes."""
 
     name: str

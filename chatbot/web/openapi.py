@@ -31,7 +31,10 @@ def schemas(*parts: dict) -> dict:
     names = sorted(set(re.findall(r'"#/components/schemas/(\w+)"', json.dumps(parts))))
     classes = [getattr(models, name) for name in names]
     _, top = models_json_schema(
-        [(c, "validation" if issubclass(c, models.Request) else "serialization") for c in classes],
+        [
+            (c, "validation" if issubclass(c, models.RequestBody) else "serialization")
+            for c in classes
+        ],
         ref_template="#/components/schemas/{model}",
     )
     return top["$defs"]

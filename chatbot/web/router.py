@@ -72,6 +72,14 @@ def _cors_headers(settings: Settings, request: flask.Request) -> dict[str, str]:
     return headers
 
 
+def _request_id(request: flask.Request) -> str:
+    """The client's X-Request-Id when it is short and plain, else a new one."""
+    given = request.headers.get("X-Request-Id", "")[:64]
+    if given and given.isascii() and given.replace("-", "").isalnum():
+        return given
+    return uuid.uuid4().hex[:16]
+
+
 def anonymize(ip: str) -> str:
     """A short stable hash of the client IP: enough to correlate lines, never the raw IP."""
     return hashlib.sha256(f"romega:{ip}".encode()).hexdigest()[:12]
@@ -121,59 +129,56 @@ class Router:
     def __call__(self, request: flask.Request) -> flask.Response:
         """Answer one request: always JSON (or the route's own content), never a traceback."""
         started = time.perf_counter()
-        request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex[:16]
-        if not (request_id.isascii() and request_id.replace("-", "").isalnum()):
-            request_id = uuid.uuid4().hex[:16]
+        request_id = _request_id(request)
         path = request.path.rstrip("/") or "/"
         ip = client_ip(
             request.remote_addr,
             request.headers.get("X-Forwarded-For"),
             self.settings.trusted_proxy_hops,
         )
-        extra_headers: dict[str, str] = {"X-Request-Id": request_id}
+        headers = {"X-Request-Id": request_id}
         with request_context(request_id, trace_id_from_headers(request.headers)) as context:
-            try:
-                reply = self._dispatch(request, path, ip, extra_headers)
-            except ChatbotError as exc:
-                if exc.status_code >= 500:
-                    logger.warning("%s %s -> %d: %s", request.method, path, exc.status_code, exc)
-                reply = Reply(exc.body(), exc.status_code, exc.headers())
-            except Exception:
-                logger.exception("Unhandled error on %s %s", request.method, path)
-                reply = Reply({"error": "Internal server error", "status": "error"}, 500)
+            reply = self._reply(request, path, ip, headers)
             response = flask.Response(
                 reply.raw if reply.raw is not None else json.dumps(reply.body),
                 status=reply.status,
                 content_type=reply.content_type,
             )
-            for name, value in {
-                **extra_headers,
-                **_cors_headers(self.settings, request),
-                **reply.headers,
-            }.items():
+            headers.update(_cors_headers(self.settings, request))
+            headers.update(reply.headers)
+            for name, value in headers.items():
                 response.headers[name] = value
-            latency = (time.perf_counter() - started) * 1000
-            summary = {
-                "event": "request",
-                "method": request.method,
-                "route": path if path in self.routes else "(unknown)",
-                "status": reply.status,
-                "latency_ms": round(latency, 2),
-                "client": anonymize(ip),
-                **{
-                    k: (round(v, 2) if isinstance(v, float) else v)
-                    for k, v in context.fields.items()
-                },
-            }
-            logger.info(
-                "%s %s %d %.1fms",
-                request.method,
-                summary["route"],
-                reply.status,
-                latency,
-                extra={"fields": summary},
-            )
+            self._log(request.method, path, reply.status, ip, started, context.fields)
         return response
+
+    def _reply(self, request: flask.Request, path: str, ip: str, headers: dict[str, str]) -> Reply:
+        """The handler's reply, or the error it raised as its JSON reply."""
+        try:
+            return self._dispatch(request, path, ip, headers)
+        except ChatbotError as exc:
+            if exc.status_code >= 500:
+                logger.warning("%s %s -> %d: %s", request.method, path, exc.status_code, exc)
+            return Reply(exc.body(), exc.status_code, exc.headers())
+        except Exception:
+            logger.exception("Unhandled error on %s %s", request.method, path)
+            return Reply({"error": "Internal server error", "status": "error"}, 500)
+
+    def _log(
+        self, method: str, path: str, status: int, ip: str, started: float, fields: dict
+    ) -> None:
+        """The request's one summary line, with the fields the layers annotated."""
+        latency = (time.perf_counter() - started) * 1000
+        route = path if path in self.routes else "(unknown)"
+        summary = {
+            "event": "request",
+            "method": method,
+            "route": route,
+            "status": status,
+            "latency_ms": round(latency, 2),
+            "client": anonymize(ip),
+            **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in fields.items()},
+        }
+        logger.info("%s %s %d %.1fms", method, route, status, latency, extra={"fields": summary})
 
     def _dispatch(
         self, request: flask.Request, path: str, ip: str, headers: dict[str, str]
