@@ -56,6 +56,16 @@ def request_context(request_id: str, trace: str | None) -> Iterator[RequestConte
         _request.reset(token)
 
 
+@contextmanager
+def resumed(context: RequestContext) -> Iterator[RequestContext]:
+    """Enter a request's context again, e.g. while its streamed response is being sent."""
+    token = _request.set(context)
+    try:
+        yield context
+    finally:
+        _request.reset(token)
+
+
 def annotate(**fields: Any) -> None:
     """Add fields to the current request's summary log line (no-op outside a request).
 

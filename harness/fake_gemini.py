@@ -3,6 +3,7 @@
 It speaks the Gemini API routes the SDK calls when ``HttpOptions(base_url=...)`` is set:
 
     POST /v1beta/models/{model}:generateContent
+    POST /v1beta/models/{model}:streamGenerateContent?alt=sse   (``generate_content_stream``)
     POST /v1beta/models/{model}:batchEmbedContents   (what ``models.embed_content`` calls)
     POST /v1beta/models/{model}:embedContent
 
@@ -12,8 +13,18 @@ call (``fake.script([503, "drop", answer("hi")])``), drawn at random
 reply quotes the first sentence of the first passage in the prompt's ``<context>`` block, so
 answers are deterministic and grounded in what the caller sent.
 
+A stream call answers ``text/event-stream`` (chunked, keep-alive): the same text the
+non-streaming route would answer, split by words into a few ``data: <GenerateContentResponse>``
+events (``split_chunks``), finishReason STOP on the last. Its outcomes are scripted apart
+(``fake.script([503, "drop", midstream(after=2)], method=STREAM)``); an error status, "drop"
+or "hang" happens before anything is sent, ``midstream(after=n)`` sends n chunks and then
+drops the connection (or sends an error event, or stalls). ``fake.stream_delays(first_chunk,
+between_chunks)`` slows streams down; ``fake.disconnects`` counts clients that went away
+before their stream ended (noticed within ~50 ms while a chunk is pending).
+
 Run it alone with ``python -m harness.fake_gemini --port 8765 [--failure-rate 0.05]
-[--delay 0.05]``; it prints ``listening on http://127.0.0.1:8765``.
+[--delay 0.05] [--first-chunk-delay 0.3] [--chunk-delay 0.05] [--stream-chunks 6]
+[--midstream-failure-rate 0.05]``; it prints ``listening on http://127.0.0.1:8765``.
 """
 
 from __future__ import annotations
@@ -25,9 +36,11 @@ import json
 import math
 import random
 import re
+import select
 import signal
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,6 +52,9 @@ FALLBACK_ANSWER = (
 )
 HANG_SECONDS = 600.0
 DEFAULT_EMBEDDING_DIMENSION = 768
+STREAM = "streamGenerateContent"  # the RPC name of a stream call, for script(method=STREAM)
+DEFAULT_STREAM_CHUNKS = 6
+_POLL_SECONDS = 0.05  # how often a pending stream looks for a client that went away
 
 _ROUTE = re.compile(
     r"^/(?P<version>[^/]+)/(?:models|tunedModels)/(?P<model>[^/:]+):(?P<method>\w+)$"
@@ -70,11 +86,34 @@ class Reply:
     retry_delay: float | None = None  # google.rpc.RetryInfo retryDelay in the error details
     retry_after: float | None = None  # a Retry-After header
     blocked: bool = False  # 200 with no candidates and promptFeedback.blockReason
+    # Stream calls only: after this many chunks the stream fails (a generateContent call
+    # given such a reply has its connection dropped).
+    midstream_after: int | None = None
+    midstream_status: int | None = None  # the failure is an error event, not a dropped socket
+    midstream_hang: bool = False  # the failure is a stall until the server stops
 
 
 def answer(text: str) -> Reply:
     """A 200 whose answer is ``text``."""
     return Reply(text=text)
+
+
+def midstream(
+    after: int = 1, *, status: int | None = None, hang: bool = False, text: str | None = None
+) -> Reply:
+    """A stream that sends ``after`` chunks, then fails.
+
+    The failure is a dropped connection, or with ``status`` an error event in Google's format
+    (``data: {"error": ...}``), or with ``hang`` a stall until the server stops.
+    """
+    if after < 0:
+        raise ValueError("after must be >= 0")
+    return Reply(
+        text=text,
+        midstream_after=after,
+        midstream_status=status,
+        midstream_hang=hang,
+    )
 
 
 def rate_limited(retry_delay: float | None = 30.0, retry_after: float | None = None) -> Reply:
@@ -98,7 +137,7 @@ def _normalise(outcome: Outcome) -> Reply | str:
         return outcome
     raise ValueError(
         f"unknown outcome {outcome!r}: use a status code, {', '.join(_KEYWORDS)}, "
-        "answer(text) or rate_limited(seconds)"
+        "answer(text), rate_limited(seconds) or midstream(after)"
     )
 
 
@@ -160,6 +199,21 @@ def default_answer(prompt: str) -> str:
     return FALLBACK_ANSWER
 
 
+def split_chunks(text: str, count: int = DEFAULT_STREAM_CHUNKS) -> list[str]:
+    """``text`` in at most ``count`` word-aligned pieces whose concatenation is ``text``."""
+    words = re.findall(r"\s*\S+\s*", text)
+    if len(words) <= 1:
+        return [text]
+    count = max(1, min(count, len(words)))
+    size, extra = divmod(len(words), count)
+    pieces, start = [], 0
+    for index in range(count):
+        end = start + size + (1 if index < extra else 0)
+        pieces.append("".join(words[start:end]))
+        start = end
+    return pieces
+
+
 def fake_embedding(text: str, dimension: int = DEFAULT_EMBEDDING_DIMENSION) -> list[float]:
     """A deterministic, L2-normalised bag-of-words vector: similar texts get similar vectors."""
     vector = [0.0] * dimension
@@ -171,6 +225,11 @@ def fake_embedding(text: str, dimension: int = DEFAULT_EMBEDDING_DIMENSION) -> l
     if norm == 0.0:
         vector[0], norm = 1.0, 1.0
     return [v / norm for v in vector]
+
+
+def _sse(payload: Any) -> bytes:
+    """One server-sent event carrying ``payload`` as JSON."""
+    return b"data: " + json.dumps(payload).encode() + b"\r\n\r\n"
 
 
 class _Server(ThreadingHTTPServer):
@@ -239,7 +298,12 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         if method == "generateContent":
+            if outcome.midstream_after is not None:  # a stream failure, seen without a stream
+                self._drop()
+                return
             self._send_json(200, self._generation(body, model, outcome))
+        elif method == STREAM:
+            self._stream(body, model, outcome)
         elif method == "batchEmbedContents":
             requests = (body or {}).get("requests", [])
             embeddings = [{"values": self._embed(r)} for r in requests]
@@ -276,6 +340,114 @@ class _Handler(BaseHTTPRequestHandler):
             "modelVersion": model,
         }
 
+    @staticmethod
+    def _stream_events(body: Any, model: str, outcome: Reply, chunks: int) -> list[dict[str, Any]]:
+        """The non-streaming reply cut into GenerateContentResponse chunks."""
+        whole = _Handler._generation(body, model, outcome)
+        if "candidates" not in whole:  # blocked: one event with the prompt feedback
+            return [whole]
+        usage = whole["usageMetadata"]
+        pieces = split_chunks(whole["candidates"][0]["content"]["parts"][0]["text"], chunks)
+        events = []
+        for index, piece in enumerate(pieces):
+            last = index == len(pieces) - 1
+            candidate: dict[str, Any] = {
+                "content": {"role": "model", "parts": [{"text": piece}]},
+                "index": 0,
+            }
+            if last:
+                candidate["finishReason"] = "STOP"
+            events.append(
+                {
+                    "candidates": [candidate],
+                    "usageMetadata": usage
+                    if last
+                    else {"promptTokenCount": usage["promptTokenCount"]},
+                    "modelVersion": model,
+                }
+            )
+        return events
+
+    def _stream(self, body: Any, model: str, outcome: Reply) -> None:
+        """Answer a stream call: chunked text/event-stream, one ``data:`` event per chunk."""
+        fake = self.server.fake
+        with fake._lock:
+            chunks = fake._stream_chunks
+            first_delay, between = fake._first_chunk_delay, fake._chunk_delay
+        events = self._stream_events(body, model, outcome, chunks)
+        fail_after = outcome.midstream_after
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+        except OSError:
+            self._client_left()
+            return
+        for index, event in enumerate(events):
+            if not self._pause(first_delay if index == 0 else between):
+                return
+            if index == fail_after:
+                self._fail_stream(outcome)
+                return
+            if not self._write_chunk(_sse(event)):
+                return
+        if fail_after is not None and fail_after >= len(events):
+            self._fail_stream(outcome)
+            return
+        self._write_chunk(b"")  # the last chunk of a chunked body: the stream is complete
+
+    def _fail_stream(self, outcome: Reply) -> None:
+        """End a started stream the way ``outcome`` says: error event, stall, or drop."""
+        if outcome.midstream_status is not None:
+            status = outcome.midstream_status
+            if self._write_chunk(_sse(error_body(status, outcome.retry_delay))):
+                self._write_chunk(b"")
+            return
+        if outcome.midstream_hang and not self._pause(HANG_SECONDS):
+            return
+        self._drop()
+
+    def _write_chunk(self, data: bytes) -> bool:
+        """Write one HTTP chunk (empty: the terminating one); False if the client is gone."""
+        if self._peer_closed():
+            self._client_left()
+            return False
+        try:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        except OSError:  # BrokenPipe, ConnectionReset: the client went away
+            self._client_left()
+            return False
+        return True
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait ``seconds``, watching the client; False if it went away or the server stops."""
+        fake = self.server.fake
+        end = time.monotonic() + seconds
+        while True:
+            if fake._stopping.is_set():
+                self.close_connection = True
+                return False
+            if self._peer_closed():
+                self._client_left()
+                return False
+            left = end - time.monotonic()
+            if left <= 0:
+                return True
+            fake._stopping.wait(min(left, _POLL_SECONDS))
+
+    def _peer_closed(self) -> bool:
+        """True when the client closed its end (the socket reads EOF without blocking)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
+    def _client_left(self) -> None:
+        self.close_connection = True
+        self.server.fake._count_disconnect()
+
     def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
         try:
@@ -309,6 +481,12 @@ class FakeGemini:
         self._failure_rate = 0.0
         self._rng = random.Random(0)
         self._latency = 0.0
+        self._stream_chunks = DEFAULT_STREAM_CHUNKS
+        self._first_chunk_delay = 0.0
+        self._chunk_delay = 0.0
+        self._midstream_rate = 0.0
+        self._midstream_rng = random.Random(0)
+        self._disconnects = 0
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
         self._server = _Server((host, port), _Handler)
@@ -372,6 +550,8 @@ class FakeGemini:
         An outcome is a status code (an error in Google's format, or 200), ``"hang"`` (no
         answer until the server stops), ``"drop"`` (connection closed without a response),
         ``"blocked"`` (a 200 with no candidates), ``answer(text)`` or ``rate_limited(s)``.
+        Stream calls (``method=STREAM``) take the same outcomes, which all happen before the
+        first chunk, and ``midstream(after=n)``, which fails after n chunks.
         """
         replies = [_normalise(o) for o in outcomes]
         with self._lock:
@@ -383,14 +563,37 @@ class FakeGemini:
             self._default = _normalise(outcome)
 
     def failure_rate(self, probability: float, seed: int = 0) -> None:
-        """Answer unscripted generateContent calls with 503 at this rate (seeded, repeatable)."""
+        """Answer unscripted generateContent and stream calls with 503 at this rate (seeded).
+
+        A stream call's 503 comes before its first chunk.
+        """
         with self._lock:
             self._failure_rate = probability
             self._rng = random.Random(seed)
 
+    def midstream_failure_rate(self, probability: float, seed: int = 0) -> None:
+        """Drop unscripted streams at this rate after a random number of chunks (at least 1)."""
+        with self._lock:
+            self._midstream_rate = probability
+            self._midstream_rng = random.Random(seed)
+
     def delay(self, seconds: float) -> None:
         """Add a fixed latency to every model call."""
         self._latency = seconds
+
+    def stream_delays(self, first_chunk: float = 0.0, between_chunks: float = 0.0) -> None:
+        """Wait ``first_chunk`` seconds before a stream's first chunk (after its headers and
+        the ``delay`` latency) and ``between_chunks`` before each later one."""
+        with self._lock:
+            self._first_chunk_delay = first_chunk
+            self._chunk_delay = between_chunks
+
+    def stream_chunks(self, count: int) -> None:
+        """Split streamed answers into at most ``count`` chunks (default 6)."""
+        if count < 1:
+            raise ValueError("count must be >= 1")
+        with self._lock:
+            self._stream_chunks = count
 
     def reset(self) -> None:
         """Forget recorded requests and scripts; back to healthy defaults."""
@@ -400,6 +603,11 @@ class FakeGemini:
             self._default = Reply()
             self._failure_rate = 0.0
             self._latency = 0.0
+            self._stream_chunks = DEFAULT_STREAM_CHUNKS
+            self._first_chunk_delay = 0.0
+            self._chunk_delay = 0.0
+            self._midstream_rate = 0.0
+            self._disconnects = 0
 
     # -- inspection ------------------------------------------------------------------------
 
@@ -418,6 +626,23 @@ class FakeGemini:
         """How many generateContent requests arrived."""
         return len(self.calls("generateContent"))
 
+    @property
+    def stream_calls(self) -> int:
+        """How many streamGenerateContent requests arrived."""
+        return len(self.calls(STREAM))
+
+    @property
+    def disconnects(self) -> int:
+        """How many stream calls the client left before their last chunk was sent."""
+        with self._lock:
+            return self._disconnects
+
+    @property
+    def open_connections(self) -> int:
+        """Client connections open right now (idle keep-alive ones included)."""
+        with self._lock:
+            return len(self._connections)
+
     # -- used by the handler ---------------------------------------------------------------
 
     def _record(self, request: RecordedRequest) -> None:
@@ -430,12 +655,28 @@ class FakeGemini:
             if queue:
                 return queue.popleft()
             if (
-                method == "generateContent"
+                method in ("generateContent", STREAM)
                 and self._failure_rate
                 and self._rng.random() < self._failure_rate
             ):
                 return Reply(status=503)
-            return self._default
+            default = self._default
+            if (
+                method == STREAM
+                and self._midstream_rate
+                and isinstance(default, Reply)
+                and default.status == 200
+                and not default.blocked
+                and default.midstream_after is None
+                and self._midstream_rng.random() < self._midstream_rate
+            ):
+                after = self._midstream_rng.randint(1, max(1, self._stream_chunks - 1))
+                return dataclasses.replace(default, midstream_after=after)
+            return default
+
+    def _count_disconnect(self) -> None:
+        with self._lock:
+            self._disconnects += 1
 
     def _track(self, conn: socket.socket, *, add: bool) -> None:
         with self._lock:
@@ -453,6 +694,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--failure-rate", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--first-chunk-delay", type=float, default=0.0)
+    parser.add_argument("--chunk-delay", type=float, default=0.0)
+    parser.add_argument("--stream-chunks", type=int, default=DEFAULT_STREAM_CHUNKS)
+    parser.add_argument("--midstream-failure-rate", type=float, default=0.0)
     args = parser.parse_args(argv)
 
     stop = threading.Event()
@@ -461,6 +706,9 @@ def main(argv: list[str] | None = None) -> None:
     with FakeGemini(args.host, args.port) as fake:
         fake.failure_rate(args.failure_rate, args.seed)
         fake.delay(args.delay)
+        fake.stream_delays(args.first_chunk_delay, args.chunk_delay)
+        fake.stream_chunks(args.stream_chunks)
+        fake.midstream_failure_rate(args.midstream_failure_rate, args.seed)
         print(f"listening on {fake.url}", flush=True)
         while not stop.wait(1.0):
             pass

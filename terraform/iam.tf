@@ -2,7 +2,8 @@
 # says it does:
 #
 #   account   reads                        writes
-#   chat      the whole snapshot prefix    <prefix>/control/instances/* (its heartbeat)
+#   chat      the whole snapshot prefix    <prefix>/control/instances/* (its heartbeat),
+#                                          <prefix>/events/* (create only)
 #   admin     the whole snapshot prefix    <prefix>/LATEST, <prefix>/control/*
 #   indexer   the whole snapshot prefix    <prefix>/snapshots/* (create only), <prefix>/LATEST
 #   build     the function source zips     images in the functions repository, build logs
@@ -21,7 +22,7 @@ resource "google_service_account" "chat" {
   project      = var.project_id
   account_id   = "${var.name_prefix}-chat"
   display_name = "Romega chat function"
-  description  = "Runtime identity of the public chat function: reads snapshots, writes its heartbeat."
+  description  = "Runtime identity of the public chat function: reads snapshots, writes its heartbeat and events."
 }
 
 resource "google_service_account" "admin" {
@@ -62,6 +63,19 @@ resource "google_storage_bucket_iam_member" "chat_writes_heartbeats" {
     title       = "chat-heartbeats-only"
     description = "Chat instances may create and replace only their heartbeats."
     expression  = "${local.object_type} && resource.name.startsWith(\"${local.snapshot_objects}/control/instances/\")"
+  }
+}
+
+# Answer, dont_know and feedback events: batches written once, never replaced.
+resource "google_storage_bucket_iam_member" "chat_creates_events" {
+  bucket = google_storage_bucket.snapshots.name
+  role   = "roles/storage.objectCreator"
+  member = google_service_account.chat.member
+
+  condition {
+    title       = "chat-events-create-only"
+    description = "Chat instances may create event batches and nothing else there."
+    expression  = "${local.object_type} && resource.name.startsWith(\"${local.snapshot_objects}/events/\")"
   }
 }
 

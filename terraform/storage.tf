@@ -61,6 +61,17 @@ resource "google_storage_bucket" "snapshots" {
     }
   }
 
+  # Visitors' questions and ratings (no IP addresses): kept as long as the insights need them.
+  lifecycle_rule {
+    condition {
+      age            = var.events_retention_days
+      matches_prefix = ["${var.snapshot_prefix}/events/"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
   # ... and the noncurrent versions that every heartbeat rewrite leaves are not kept for
   # the full retention period: they have no value once replaced.
   lifecycle_rule {

@@ -96,6 +96,17 @@ variable "heartbeat_retention_days" {
   }
 }
 
+variable "events_retention_days" {
+  description = "Days the chat instances' answer, dont_know and feedback events are kept (they hold visitors' questions)."
+  type        = number
+  default     = 90
+
+  validation {
+    condition     = var.events_retention_days >= 1
+    error_message = "events_retention_days must be at least 1."
+  }
+}
+
 # --- Function sources (built by `make package`) ----------------------------------------------
 
 variable "chat_zip_path" {

@@ -20,6 +20,8 @@ import re
 from typing import Any
 
 from flask.testing import FlaskClient
+from httpx_sse import ServerSentEvent
+from httpx_sse._decoders import SSEDecoder
 from jsonschema import Draft202012Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
@@ -130,6 +132,9 @@ class Contract:
         assert mimetype in content, (
             f"{where}: Content-Type {mimetype} is not one of {list(content)}"
         )
+        if with_body and mimetype == "text/event-stream":
+            self._check_events(data, f"{pointer}/content/{_escape(mimetype)}", where)
+            return
         if not with_body or mimetype != "application/json":
             return
         try:
@@ -140,6 +145,42 @@ class Contract:
             self.validate(body, f"{pointer}/content/{_escape(mimetype)}/schema")
         except AssertionError as exc:
             raise AssertionError(f"{where}: {exc}") from None
+
+    def _check_events(self, data: bytes, pointer: str, where: str) -> None:
+        """Server-Sent Events: each a documented event whose JSON data matches its schema
+        (``contentSchema`` of its ``oneOf`` branch), in the promised order."""
+        branches = self.resolve_pointer(f"{pointer}/schema/oneOf")
+        schema_of = {
+            branch["properties"]["event"]["const"]: f"{pointer}/schema/oneOf/{n}/properties/"
+            "data/contentSchema"
+            for n, branch in enumerate(branches)
+        }
+        names = []
+        for event in parse_sse(data):
+            assert event.event in schema_of, f"{where}: undocumented event {event.event}"
+            self.validate(json.loads(event.data), schema_of[event.event])
+            names.append(event.event)
+        assert names and names[0] == "meta", f"{where}: the first event is not meta: {names}"
+        assert names[-1] in ("done", "error"), f"{where}: the stream did not end: {names}"
+        assert set(names[1:-1]) <= {"delta"}, f"{where}: events out of order: {names}"
+
+    def resolve_pointer(self, pointer: str) -> dict:
+        """The node at a JSON pointer of the document."""
+        node = self.document
+        for part in pointer.strip("/").split("/"):
+            node = node[part.replace("~1", "/").replace("~0", "~")]
+        return node
+
+
+def parse_sse(data: bytes) -> list[ServerSentEvent]:
+    """The events of a complete SSE body, decoded by httpx-sse's own decoder."""
+    decoder = SSEDecoder()
+    events = []
+    for line in data.decode().splitlines():
+        event = decoder.decode(line)
+        if event is not None:
+            events.append(event)
+    return events
 
 
 def _escape(token: str) -> str:

@@ -48,6 +48,7 @@ def live_chat(bucket, tmp_path, fake_gemini):
         "RATE_LIMIT_CHAT": UNLIMITED,
         "RATE_LIMIT_INFO": UNLIMITED,
         "RATE_LIMIT_STATS": UNLIMITED,
+        "RATE_LIMIT_FEEDBACK": UNLIMITED,
         "LOG_LEVEL": "WARNING",
     }
     with FunctionProcess("chat", CHAT_SOURCE, env, tmp_path / "chat.log") as proc:

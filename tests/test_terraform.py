@@ -206,6 +206,7 @@ def test_bucket_writes_are_confined_by_conditions(tf: Config) -> None:
     component writes; reads are bucket-wide viewer only."""
     expected = {
         "chat_writes_heartbeats": ["/control/instances/"],
+        "chat_creates_events": ["/events/"],
         "admin_writes_control": ['/LATEST"', "/control/"],
         "indexer_creates_snapshots": ["/snapshots/"],
         "indexer_moves_latest": ['/LATEST"'],
@@ -223,6 +224,8 @@ def test_bucket_writes_are_confined_by_conditions(tf: Config) -> None:
             assert fragment in expression, f"{name}: {fragment!r} not in {expression!r}"
     # Snapshots are immutable: the indexer may create them but not delete or replace them.
     assert writes["indexer_creates_snapshots"]["role"] == "roles/storage.objectCreator"
+    # Event batches likewise: written once (if_generation_match=0), never replaced.
+    assert writes["chat_creates_events"]["role"] == "roles/storage.objectCreator"
     for name, body in tf.of_type("google_storage_bucket_iam_member").items():
         assert body["role"] in WRITE_ROLES | {"roles/storage.objectViewer"}, name
 
@@ -307,6 +310,11 @@ def test_snapshot_bucket_keeps_bounded_history(tf: Config) -> None:
     assert any("days_since_noncurrent_time" in c for c in unscoped)
     assert any("num_newer_versions" in c for c in unscoped)
     assert body["force_destroy"] is False
+    # Events hold visitors' questions: they expire after the retention period.
+    events = [
+        c for c in conditions if c.get("matches_prefix") == ["${var.snapshot_prefix}/events/"]
+    ]
+    assert [c["age"] for c in events] == ["${var.events_retention_days}"]
 
 
 def test_function_sources_are_content_addressed(tf: Config) -> None:

@@ -7,16 +7,16 @@ the same key at once, one computes and the others wait for its answer: one Gemin
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from cachetools import Cache, TTLCache
 
-__all__ = ["AnswerCache", "cache_key", "normalize"]
+__all__ = ["AnswerCache", "Flight", "cache_key", "normalize"]
 
 
 def normalize(question: str) -> str:
@@ -30,15 +30,85 @@ def cache_key(question: str, version: str, epoch: int) -> str:
     return f"{version}:{epoch}:{digest.hexdigest()}"
 
 
-@dataclass
-class _Flight:
-    done: threading.Event
-    value: Any = None
-    error: BaseException | None = None
+class Flight:
+    """One answer being computed: what followers wait on, chunk by chunk if it streams.
+
+    The leader may ``start`` it with data known before the answer (the sources), ``publish``
+    the answer's text as it is written, and ends it with ``finish`` or ``fail``. Followers
+    either wait for the whole value (``result``) or replay the start and the chunks as they
+    arrive (``follow``).
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self.head: Any = None
+        self.chunks: list[str] = []
+        self.done = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def start(self, head: Any) -> None:
+        """What followers learn before any chunk (e.g. the sources)."""
+        with self._changed:
+            self.head = head
+            self._changed.notify_all()
+
+    def publish(self, chunk: str) -> None:
+        """One more piece of the answer's text."""
+        with self._changed:
+            self.chunks.append(chunk)
+            self._changed.notify_all()
+
+    def _end(self, value: Any, error: BaseException | None) -> None:
+        with self._changed:
+            self.value, self.error, self.done = value, error, True
+            self._changed.notify_all()
+
+    def result(self) -> Any:
+        """The finished value; the leader's error if it failed."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.done)
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+    def _news(self, sent: int, sent_head: bool) -> bool:
+        return self.done or len(self.chunks) > sent or (self.head is not None and not sent_head)
+
+    def follow(self) -> Iterator[tuple[str, Any]]:
+        """``("head", head)``, then ``("chunk", text)`` as they come, then ``("done", value)``.
+
+        Raises the leader's error after the chunks it published before failing.
+        """
+        sent_head, sent = False, 0
+        while True:
+            with self._changed:
+                self._changed.wait_for(functools.partial(self._news, sent, sent_head))
+                head, chunks, done = self.head, self.chunks[sent:], self.done
+                error, value = self.error, self.value
+            if head is not None and not sent_head:
+                sent_head = True
+                yield "head", head
+            for chunk in chunks:
+                yield "chunk", chunk
+            sent += len(chunks)
+            if done:
+                if error is not None:
+                    raise error
+                yield "done", value
+                return
 
 
 class AnswerCache:
-    """Thread-safe TTL cache of successful answers with hit/miss counters."""
+    """Thread-safe TTL cache of successful answers with hit/miss counters and single flights.
+
+    When several requests miss on the same key at once, one leads (computes) and the others
+    follow its ``Flight``: one Gemini call, whether they stream or not. Errors are not cached;
+    followers of a failed flight get the leader's error. That is where this differs from
+    cachetools' ``cached(..., condition=...)``: there the waiters would each compute again
+    after the leader fails, so a Gemini outage would cost one failing call per waiting
+    visitor instead of one in all.
+    """
 
     def __init__(
         self, ttl: int, max_entries: int, timer: Callable[[], float] = time.monotonic
@@ -46,60 +116,58 @@ class AnswerCache:
         self.ttl = ttl
         self._cache: TTLCache = TTLCache(maxsize=max_entries, ttl=ttl, timer=timer)
         self._lock = threading.Lock()
-        self._flights: dict[str, _Flight] = {}
+        self._flights: dict[str, Flight] = {}
         self.hits = 0
         self.misses = 0
+
+    def begin(self, key: str, use_cache: bool = True) -> tuple[Any, Flight | None, bool]:
+        """``(value, None, False)`` on a hit, else ``(None, flight, leads)``.
+
+        The leader must end its flight with ``end``. ``use_cache=False`` skips the lookup and
+        leads a flight of its own (its value still refreshes the entry).
+        """
+        with self._lock:
+            if use_cache:
+                if key in self._cache:
+                    self.hits += 1
+                    return self._cache[key], None, False
+                flight = self._flights.get(key)
+                if flight is not None:
+                    self.hits += 1
+                    return None, flight, False
+                flight = self._flights[key] = Flight()
+            else:
+                flight = Flight()
+            self.misses += 1
+            return None, flight, True
+
+    def end(
+        self, key: str, flight: Flight, value: Any = None, error: BaseException | None = None
+    ) -> None:
+        """Settle a flight this caller leads: store ``value`` unless it failed with ``error``."""
+        with self._lock:
+            if error is None:
+                self._cache[key] = value
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+        flight._end(value, error)
 
     def get_or_compute(
         self, key: str, compute: Callable[[], Any], use_cache: bool = True
     ) -> tuple[Any, bool]:
-        """Return ``(value, cached)``; ``compute`` runs at most once per key at a time.
-
-        ``use_cache=False`` skips the lookup but still stores the fresh value. Exceptions
-        from ``compute`` are not cached; threads waiting on the failed flight get the error.
-        That is where this differs from cachetools' ``cached(..., condition=...)``: there
-        the waiters would each call ``compute`` again after the leader fails, so a Gemini
-        outage would cost one failing call per waiting visitor instead of one in all.
-        """
-        with self._lock:
-            if use_cache:
-                try:
-                    value = self._cache[key]
-                except KeyError:
-                    pass
-                else:
-                    self.hits += 1
-                    return value, True
-                flight = self._flights.get(key)
-                if flight is not None:
-                    self.hits += 1
-                    leader = False
-                else:
-                    self.misses += 1
-                    flight = self._flights[key] = _Flight(threading.Event())
-                    leader = True
-            else:
-                self.misses += 1
-                flight, leader = _Flight(threading.Event()), True
-        if not leader:
-            flight.done.wait()
-            if flight.error is not None:
-                raise flight.error
-            return flight.value, True
+        """Return ``(value, cached)``; ``compute`` runs at most once per key at a time."""
+        value, flight, leads = self.begin(key, use_cache)
+        if flight is None:
+            return value, True
+        if not leads:
+            return flight.result(), True
         try:
-            flight.value = compute()
+            value = compute()
         except BaseException as exc:
-            flight.error = exc
+            self.end(key, flight, error=exc)
             raise
-        else:
-            with self._lock:
-                self._cache[key] = flight.value
-            return flight.value, False
-        finally:
-            with self._lock:
-                if self._flights.get(key) is flight:
-                    del self._flights[key]
-            flight.done.set()
+        self.end(key, flight, value)
+        return value, False
 
     def clear(self) -> None:
         """Drop every entry (counters are kept: they describe the instance's life)."""

@@ -1,7 +1,9 @@
-"""Everything that talks to Gemini: answers (generateContent) and, optionally, embeddings.
+"""Everything that talks to Gemini: answers (generateContent, or streamed with
+streamGenerateContent) and, optionally, embeddings.
 
 One google-genai client per instance, built on first use, with the SDK's own retries off:
-every call goes through chatbot/answering/retry.py, the only retry layer.
+every call goes through chatbot/answering/retry.py, the only retry layer. A streamed answer
+is retried only until its first chunk arrives; see GeminiGenerator.stream.
 """
 
 from __future__ import annotations
@@ -9,10 +11,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from chatbot.answering.retry import RetryPolicy
+from chatbot.answering.retry import RetryPolicy, status_label
 from chatbot.config import Settings
 from chatbot.errors import ConfigError, GenerationRejected, GenerationUnavailable
 from chatbot.lazy import Lazy
@@ -20,6 +22,7 @@ from chatbot.lazy import Lazy
 if TYPE_CHECKING:
     import numpy as np
     from google import genai
+    from google.genai import types
 
 __all__ = ["GeminiEmbedder", "GeminiGenerator", "Generation"]
 logger = logging.getLogger(__name__)
@@ -88,27 +91,39 @@ class GeminiGenerator:
         self.model = settings.gemini_model
         self._client = _client(settings)
         self._policy = RetryPolicy(settings, sleep=sleep, clock=clock)
+        self._deadline_seconds = settings.generation_deadline_seconds
+        self._clock = clock
 
-    def generate(self, *, system_instruction: str, prompt: str) -> Generation:
-        """Answer ``prompt`` under ``system_instruction``; errors are chatbot.errors types."""
+    def _config(
+        self,
+        system_instruction: str,
+        timeout: float,
+        automatic_continuation: bool | None = None,
+    ) -> types.GenerateContentConfig:
+        """The request's GenerateContentConfig, with this attempt's HTTP timeout."""
         from google.genai import types
 
-        client = self._client.get()
         thinking = (
             types.ThinkingConfig(thinking_budget=0) if "flash" in self.model.lower() else None
         )
+        return types.GenerateContentConfig(
+            system_instruction=system_instruction,
+            temperature=TEMPERATURE,
+            max_output_tokens=MAX_OUTPUT_TOKENS,
+            thinking_config=thinking,
+            http_options=types.HttpOptions(timeout=_milliseconds(timeout)),
+            automatic_continuation=automatic_continuation,
+        )
+
+    def generate(self, *, system_instruction: str, prompt: str) -> Generation:
+        """Answer ``prompt`` under ``system_instruction``; errors are chatbot.errors types."""
+        client = self._client.get()
 
         def call(timeout: float) -> str:
             response = client.models.generate_content(
                 model=self.model,
                 contents=prompt,
-                config=types.GenerateContentConfig(
-                    system_instruction=system_instruction,
-                    temperature=TEMPERATURE,
-                    max_output_tokens=MAX_OUTPUT_TOKENS,
-                    thinking_config=thinking,
-                    http_options=types.HttpOptions(timeout=_milliseconds(timeout)),
-                ),
+                config=self._config(system_instruction, timeout),
             )
             text = response.text
             if not text or not text.strip():
@@ -118,9 +133,91 @@ class GeminiGenerator:
         text, attempts, seconds = self._policy.run(call)
         return Generation(text=text, attempts=attempts, retries=attempts - 1, seconds=seconds)
 
+    def stream(self, *, system_instruction: str, prompt: str) -> Iterator[str]:
+        """Answer ``prompt`` as it is written: an iterator of non-empty text chunks.
+
+        Lazy: nothing is sent before the first ``next()``, which opens the stream and reads
+        its first chunk under the retry policy, exactly as ``generate`` is retried (same
+        waits, attempts, deadline, errors and ``retries`` log field); a stream with no text
+        at all is GenerationRejected. Once a chunk has been yielded nothing is retried: any
+        failure ends the iteration with GenerationUnavailable. The whole stream stays inside
+        GENERATION_DEADLINE_SECONDS, checked as each chunk arrives; a stalled stream is cut
+        by the HTTP read timeout (GENERATION_TIMEOUT_SECONDS, or the time left when it was
+        opened, if less), so it can end past the deadline by at most that. Closing the
+        iterator early (``close()``, a visitor who left) closes the HTTP response at once.
+        """
+        client = self._client.get()
+        deadline = self._clock() + self._deadline_seconds  # as RetryPolicy.run counts it
+        responses: Iterator[types.GenerateContentResponse] | None = None
+
+        def open_stream(timeout: float) -> tuple[Iterator[types.GenerateContentResponse], str]:
+            """One attempt: open the stream and read up to its first chunk with text."""
+            chunks = client.models.generate_content_stream(
+                model=self.model,
+                contents=prompt,
+                # No automatic continuation: on a stream cut short after a continuation token,
+                # the SDK would reconnect by itself, a second, hidden retry layer.
+                config=self._config(system_instruction, timeout, automatic_continuation=False),
+            )
+            last = None
+            try:
+                for last in chunks:
+                    text = (last.text or "").lstrip()
+                    if text:
+                        return chunks, text
+            except BaseException:
+                _close_stream(chunks)
+                raise
+            raise GenerationRejected(detail=_empty_reason(last))
+
+        try:
+            responses, first = self._policy.run(open_stream)[0]
+            yield first
+            count = 1
+            while True:
+                try:
+                    response = next(responses)
+                    text = response.text or ""
+                except StopIteration:
+                    return
+                except Exception as exc:
+                    detail = (
+                        f"Gemini stream failed after {count} chunk(s): {status_label(exc)}: {exc}"
+                    )
+                    logger.warning("%s", detail)
+                    raise GenerationUnavailable(detail=detail) from exc
+                if self._clock() >= deadline:
+                    detail = (
+                        f"Gemini stream passed the deadline of {self._deadline_seconds:g}s "
+                        f"after {count} chunk(s)"
+                    )
+                    logger.warning("%s", detail)
+                    raise GenerationUnavailable(detail=detail)
+                if text:
+                    count += 1
+                    yield text
+        finally:
+            if responses is not None:
+                _close_stream(responses)
+
     def close(self) -> None:
         """Release the HTTP client."""
         _close(self._client)
+
+
+def _close_stream(chunks: Iterator[object]) -> None:
+    """Close an SDK stream: its generators unwind and httpx closes the response.
+
+    The SDK's sync stream has no ``close`` of its own and nothing in its generator chain
+    closes the response in a ``finally``, except httpx's ``iter_raw``; closing the outer
+    generator finalises the inner ones (CPython frees them at once), which reaches it.
+    """
+    close = getattr(chunks, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:  # a failure to close must not hide the stream's own outcome
+            logger.debug("closing a Gemini stream failed", exc_info=True)
 
 
 def _empty_reason(response: object) -> str:

@@ -1,51 +1,77 @@
 """The chat service: owns the order of work for one question.
 
-    snapshot lease -> cache lookup -> embed query -> top-k retrieve -> answer -> cache store
+    standalone question -> snapshot lease -> cache lookup -> embed -> top-k retrieve
+        -> answer (whole, or streamed) -> cache store -> event
 
 Validation and rate limits come before this, at the HTTP edge (chatbot/web/), because they
 apply to every route. Timings and retries go to the request's summary log line through
-``chatbot.logs.annotate``, whichever thread computes the answer.
+``chatbot.logs.annotate``, whichever thread computes the answer. Only history-free questions
+use the cache; a follow-up is first made standalone (chatbot/answering/conversation.py) so
+retrieval finds what it refers to, and the conversation reaches the answerer as quoted data.
+
+A streamed answer does everything that can fail with an ordinary HTTP status (no snapshot,
+say) before it returns, then yields events: ``meta`` (answer id, sources) before any text,
+``delta`` pieces whose concatenation is the non-streamed answer, and ``done`` or ``error``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from chatbot.answering.answerers import (
     DONT_KNOW,
     Answer,
+    Draft,
     ExtractiveAnswerer,
     GeminiAnswerer,
     Generator,
+    pieces,
 )
-from chatbot.answering.cache import AnswerCache, cache_key
+from chatbot.answering.cache import AnswerCache, Flight, cache_key
+from chatbot.answering.conversation import Condenser, Standalone, Turn
 from chatbot.answering.embeddings import Embedder, make_embedder
-from chatbot.answering.retrieval import KnowledgeIndex
+from chatbot.answering.retrieval import KnowledgeIndex, Passage
+from chatbot.bucket.events import EventLog
 from chatbot.bucket.following import STORAGE_RETRY_SECONDS, BucketFollower
 from chatbot.bucket.serving import LiveSnapshot, SnapshotServer
 from chatbot.bucket.storage import Storage, open_storage
 from chatbot.config import Settings
-from chatbot.errors import NotReady
+from chatbot.errors import FRIENDLY_GENERATION_ERROR, ChatbotError, GenerationUnavailable, NotReady
 from chatbot.logs import annotate, truncate
 
-__all__ = ["ChatResult", "ChatService"]
+__all__ = ["ChatResult", "ChatService", "Event"]
 # The name the log format's example in docs/architecture.md shows ("chatbot.service - INFO -
 # Processing query: ..."): operators' saved log queries match it.
 logger = logging.getLogger("chatbot.service")
+Event = tuple[str, dict]  # an SSE event: its name and its JSON data
 
 
 @dataclass(frozen=True)
 class ChatResult:
-    """One answered question: the answer, whether it came from the cache, and the snapshot."""
+    """One answered question: its id, the answer, whether it was cached, and the snapshot."""
 
+    answer_id: str
     answer: Answer
     cached: bool
     snapshot: str
+
+
+@dataclass(frozen=True)
+class _Asked:
+    """What one request asked, and what is known about it before the answer."""
+
+    answer_id: str
+    message: str
+    standalone: Standalone
+    history: tuple[Turn, ...]
+    started: float
 
 
 def default_generator(settings: Settings) -> Generator:
@@ -55,6 +81,21 @@ def default_generator(settings: Settings) -> Generator:
 
         return GeminiAnswerer(GeminiGenerator(settings), settings.gemini_model)
     return ExtractiveAnswerer()
+
+
+def default_condenser(settings: Settings) -> Condenser:
+    """Gemini rewrites follow-ups within CONDENSE_TIMEOUT_SECONDS, no retries; else the rule."""
+    if not settings.google_api_key:
+        return Condenser(None)
+    from chatbot.answering.gemini import GeminiGenerator
+
+    tight = dataclasses.replace(
+        settings,
+        max_retries=0,
+        generation_deadline_seconds=settings.condense_timeout_seconds,
+        generation_timeout_seconds=settings.condense_timeout_seconds,
+    )
+    return Condenser(GeminiGenerator(tight))
 
 
 class ChatService:
@@ -67,15 +108,21 @@ class ChatService:
         storage: Storage | None = None,
         embedder: Embedder | None = None,
         generator: Generator | None = None,
+        condenser: Condenser | None = None,
+        events: EventLog | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
+        storage = storage or open_storage(
+            settings.snapshot_uri, retry_deadline=STORAGE_RETRY_SECONDS
+        )
         self.embedder = embedder or make_embedder(settings.embedding_backend, settings)
         self.cache = AnswerCache(settings.cache_ttl, settings.cache_max_entries, timer=clock)
         self.generator = generator or default_generator(settings)
+        self.condenser = condenser or default_condenser(settings)
         self.snapshots = SnapshotServer(
-            storage or open_storage(settings.snapshot_uri, retry_deadline=STORAGE_RETRY_SECONDS),
+            storage,
             settings.snapshot_dir,
             fingerprint=self.embedder.fingerprint,
             open_index=KnowledgeIndex,
@@ -90,6 +137,9 @@ class ChatService:
             stats=self.cache.stats,
             on_epoch_change=lambda epoch: self.cache.clear(),
         )
+        self.events = events or EventLog(
+            storage, self.follower.instance_id, flush_seconds=settings.events_flush_seconds
+        )
         self.started = time.time()
         warm = getattr(self.embedder, "warm", None)
         if warm is not None:  # overlap the model's start-up with the snapshot restore
@@ -103,36 +153,190 @@ class ChatService:
             yield live
         self.follower.maybe_poll()
 
-    def chat(self, message: str, use_cache: bool = True) -> ChatResult:
-        """Answer one validated question."""
-        logger.info("Processing query: %s", truncate(message))
-        annotate(cached=False, retries=0)
-        with self.lease() as live:
-            key = cache_key(message, live.version, self.follower.epoch)
-            answer, cached = self.cache.get_or_compute(
-                key, lambda: self._answer(message, live), use_cache=use_cache
-            )
-        annotate(cached=cached)
-        return ChatResult(answer, cached, live.version)
+    # -- asking ---------------------------------------------------------------------------
 
-    def _answer(self, message: str, live: LiveSnapshot) -> Answer:
+    def _ask(self, message: str, history: Sequence[Turn]) -> _Asked:
+        logger.info("Processing query: %s", truncate(message))
+        started = time.perf_counter()
+        annotate(cached=False, retries=0)
+        standalone = self.condenser.condense(message, history)
+        if history:
+            annotate(history=len(history), standalone=standalone.source)
+        return _Asked(uuid.uuid4().hex, message, standalone, tuple(history), started)
+
+    def _key(self, asked: _Asked, live: LiveSnapshot) -> str | None:
+        """The cache key, for a history-free question only."""
+        if asked.history:
+            return None
+        return cache_key(asked.message, live.version, self.follower.epoch)
+
+    def _retrieve(self, asked: _Asked, live: LiveSnapshot) -> list[Passage]:
+        """The passages relevant to the standalone question (none: the bot does not know)."""
         t0 = time.perf_counter()
-        vector = self.embedder.embed([message])[0]
+        vector = self.embedder.embed([asked.standalone.text])[0]
         t1 = time.perf_counter()
         passages = live.index.query(vector, self.settings.top_k)
-        t2 = time.perf_counter()
-        annotate(embed_ms=(t1 - t0) * 1000, retrieval_ms=(t2 - t1) * 1000)
+        annotate(embed_ms=(t1 - t0) * 1000, retrieval_ms=(time.perf_counter() - t1) * 1000)
         relevant = [p for p in passages if p.score >= self.settings.min_relevance]
         if not relevant:
             logger.info(
                 "No passage above relevance %.2f: not calling the answerer",
                 self.settings.min_relevance,
             )
+        return relevant
+
+    def _answer(self, asked: _Asked, live: LiveSnapshot) -> Answer:
+        relevant = self._retrieve(asked, live)
+        if not relevant:
             return Answer(DONT_KNOW, [], "none")
+        t0 = time.perf_counter()
         try:
-            return self.generator.answer(message, relevant)
+            return self.generator.answer(asked.message, relevant, asked.history)
         finally:
-            annotate(generation_ms=(time.perf_counter() - t2) * 1000)
+            annotate(generation_ms=(time.perf_counter() - t0) * 1000)
+
+    def _draft(self, asked: _Asked, live: LiveSnapshot) -> Draft:
+        """Retrieve now; the answer's text is written as the draft's chunks are read."""
+        relevant = self._retrieve(asked, live)
+        if not relevant:
+            return Draft([], iter(pieces(DONT_KNOW)), "none")
+        return self.generator.draft(asked.message, relevant, asked.history)
+
+    def _record(self, asked: _Asked, answer: Answer, cached: bool, snapshot: str) -> None:
+        """The answer (or dont_know) event; what insights are built from. Never raises."""
+        common = {
+            "answer_id": asked.answer_id,
+            "question": asked.message,
+            "standalone_question": asked.standalone.text,
+            "cached": cached,
+            "snapshot": snapshot,
+            "latency_ms": round((time.perf_counter() - asked.started) * 1000, 1),
+        }
+        if not answer.sources:
+            self.events.record("dont_know", **common)
+            return
+        sources = [{"source": s["source"], "score": s["score"]} for s in answer.sources]
+        self.events.record("answer", **common, sources=sources, generator=answer.generator)
+
+    # -- answering ------------------------------------------------------------------------
+
+    def chat(
+        self, message: str, use_cache: bool = True, history: Sequence[Turn] = ()
+    ) -> ChatResult:
+        """Answer one validated question, whole."""
+        asked = self._ask(message, history)
+        with self.lease() as live:
+            key = self._key(asked, live)
+            if key is None:
+                answer, cached = self._answer(asked, live), False
+            else:
+                answer, cached = self.cache.get_or_compute(
+                    key, lambda: self._answer(asked, live), use_cache=use_cache
+                )
+        annotate(cached=cached)
+        self._record(asked, answer, cached, live.version)
+        return ChatResult(asked.answer_id, answer, cached, live.version)
+
+    def stream(
+        self, message: str, use_cache: bool = True, history: Sequence[Turn] = ()
+    ) -> Iterator[Event]:
+        """Answer one validated question as events; NotReady and the like raise right here."""
+        asked = self._ask(message, history)
+        annotate(stream=True)
+        with self.lease() as live:
+            snapshot = live.version
+            key = self._key(asked, live)
+            if key is None:
+                return self._lead(asked, snapshot, self._draft(asked, live), None, None)
+            hit, flight, leads = self.cache.begin(key, use_cache)
+            if flight is None:
+                return self._replay(asked, snapshot, hit)
+            if not leads:
+                return self._follow(asked, snapshot, flight)
+            try:
+                draft = self._draft(asked, live)
+            except BaseException as exc:
+                self.cache.end(key, flight, error=exc)
+                raise
+            flight.start(draft.sources)
+            return self._lead(asked, snapshot, draft, key, flight)
+
+    def _meta(self, asked: _Asked, snapshot: str, sources: list, cached: bool) -> Event:
+        data = {"answer_id": asked.answer_id, "sources": sources, "snapshot": snapshot}
+        return "meta", {**data, "cached": cached}
+
+    def _done(self, asked: _Asked, snapshot: str, answer: Answer, cached: bool) -> Event:
+        annotate(cached=cached)
+        self._record(asked, answer, cached, snapshot)
+        return "done", {"status": "success", "answer_id": asked.answer_id, "cached": cached}
+
+    def _replay(self, asked: _Asked, snapshot: str, answer: Answer) -> Iterator[Event]:
+        """A cached answer, at once."""
+        yield self._meta(asked, snapshot, answer.sources, cached=True)
+        yield "delta", {"text": answer.text}
+        yield self._done(asked, snapshot, answer, cached=True)
+
+    def _lead(
+        self,
+        asked: _Asked,
+        snapshot: str,
+        draft: Draft,
+        key: str | None,
+        flight: Flight | None,
+    ) -> Iterator[Event]:
+        """Write the answer, passing each piece to the visitor and to any followers.
+
+        Whatever stops it early (Gemini failing, the visitor leaving, a bug) closes the draft,
+        which ends the Gemini call, and fails the flight, so followers are never left waiting.
+        """
+        text: list[str] = []
+        failure: BaseException | None = GenerationUnavailable(detail="the answer was cut short")
+        t0 = time.perf_counter()
+        try:
+            yield self._meta(asked, snapshot, draft.sources, cached=False)
+            for chunk in draft.chunks:
+                text.append(chunk)
+                if flight is not None:
+                    flight.publish(chunk)
+                yield "delta", {"text": chunk}
+            failure = None
+        except ChatbotError as exc:  # Gemini failed, before or after the first piece
+            failure = exc
+        finally:
+            close = getattr(draft.chunks, "close", None)
+            if close is not None:
+                close()
+            annotate(generation_ms=(time.perf_counter() - t0) * 1000)
+            if failure is not None and flight is not None and key is not None:
+                self.cache.end(key, flight, error=failure)
+        if failure is not None:
+            logger.warning("Streaming the answer failed: %s", getattr(failure, "detail", failure))
+            yield "error", {"status": "error", "response": FRIENDLY_GENERATION_ERROR}
+            return
+        answer = Answer("".join(text), draft.sources, draft.generator)
+        if flight is not None and key is not None:
+            self.cache.end(key, flight, answer)
+        yield self._done(asked, snapshot, answer, cached=False)
+
+    def _follow(self, asked: _Asked, snapshot: str, flight: Flight) -> Iterator[Event]:
+        """Pass on what another request is writing for the same question."""
+        sent_meta = False
+        try:
+            for kind, value in flight.follow():
+                if kind == "head":
+                    sent_meta = True
+                    yield self._meta(asked, snapshot, value, cached=True)
+                elif kind == "chunk":
+                    yield "delta", {"text": value}
+                else:  # done: a whole answer (its leader did not stream)
+                    if not sent_meta:
+                        yield self._meta(asked, snapshot, value.sources, cached=True)
+                        yield "delta", {"text": value.text}
+                    yield self._done(asked, snapshot, value, cached=True)
+        except ChatbotError:
+            yield "error", {"status": "error", "response": FRIENDLY_GENERATION_ERROR}
+
+    # -- the other routes -----------------------------------------------------------------
 
     def cache_stats(self) -> dict:
         """This instance's cache statistics; also lets an idle instance catch up on the bucket."""

@@ -7,6 +7,7 @@ Keys are relative to the store's prefix (``SNAPSHOT_URI``)::
     LATEST                             the live version's name, written last
     control/cache-epoch                the cache epoch (chatbot/bucket/control.py)
     control/instances/<id>.json        chat instances' heartbeats (chatbot/bucket/control.py)
+    events/YYYY/MM/DD/<id>-<seq>.jsonl chat instances' event batches (chatbot/bucket/events.py)
 
 The indexer, the chat function and the admin function all read and write through this module,
 so the formats cannot drift apart.
@@ -18,6 +19,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 from chatbot.bucket.storage import Storage
@@ -25,12 +27,14 @@ from chatbot.errors import ObjectNotFound, SnapshotError
 
 __all__ = [
     "EPOCH_KEY",
+    "EVENTS_PREFIX",
     "INSTANCES_PREFIX",
     "LATEST",
     "SNAPSHOTS",
     "Latest",
     "Manifest",
     "archive_key",
+    "events_key",
     "heartbeat_key",
     "manifest_key",
     "read_latest",
@@ -44,6 +48,7 @@ LATEST = "LATEST"
 SNAPSHOTS = "snapshots"
 EPOCH_KEY = "control/cache-epoch"
 INSTANCES_PREFIX = "control/instances/"
+EVENTS_PREFIX = "events/"
 
 
 def archive_key(version: str) -> str:
@@ -60,6 +65,12 @@ def heartbeat_key(instance_id: str) -> str:
     """The key of one instance's heartbeat (the id made safe for an object name)."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "-", instance_id)[:120].lstrip(".") or "instance"
     return f"{INSTANCES_PREFIX}{safe}.json"
+
+
+def events_key(day: date, instance_id: str, seq: int) -> str:
+    """The key of one batch of an instance's events (the id made safe as in heartbeat_key)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "-", instance_id)[:120].lstrip(".") or "instance"
+    return f"{EVENTS_PREFIX}{day:%Y/%m/%d}/{safe}-{seq:016d}.jsonl"
 
 
 def valid_version(version: str) -> bool:

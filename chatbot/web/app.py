@@ -13,6 +13,7 @@ from collections.abc import Callable
 import flask
 
 from chatbot.answering.service import ChatService
+from chatbot.bucket.events import install_shutdown_flush
 from chatbot.bucket.storage import Storage
 from chatbot.config import Settings
 from chatbot.lazy import Lazy
@@ -61,7 +62,13 @@ def create_chat_app(
 ) -> ChatApp:
     """The public chat function; ``service`` builds the ChatService (default: from settings)."""
     configure_logging(settings)
-    handlers = ChatHandlers(settings, Lazy(service or (lambda: ChatService(settings))))
+
+    def build() -> ChatService:
+        built = service() if service is not None else ChatService(settings)
+        install_shutdown_flush(built.events)  # buffered events reach the bucket at SIGTERM
+        return built
+
+    handlers = ChatHandlers(settings, Lazy(build))
     docs = DocsHandlers(chat_document(settings))
     router = Router(
         settings,

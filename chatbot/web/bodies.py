@@ -89,7 +89,7 @@ def parse_body(request: flask.Request, model: type[M], max_bytes: int, **context
 
 def describe(exc: ValidationError) -> str:
     """One sentence for the first thing wrong; unknown fields are named all at once."""
-    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    errors = exc.errors(include_url=False, include_input=False)
     unknown = sorted(_field(e["loc"]) for e in errors if e["type"] == "extra_forbidden")
     if unknown:
         return f"Unknown field(s): {', '.join(unknown)[:200]}"
@@ -101,6 +101,14 @@ def describe(exc: ValidationError) -> str:
         return f"Field '{name}' must be {_EXPECTED[kind]}"
     if kind == "field_rule":
         return f"Field '{name}' {error['msg']}"
+    if kind == "string_too_long":
+        return f"Field '{name}' must be at most {error['ctx']['max_length']} characters"
+    if kind == "string_too_short":
+        return f"Field '{name}' must not be empty"
+    if kind == "string_pattern_mismatch":
+        return f"Field '{name}' is not in the expected format"
+    if kind == "literal_error":
+        return f"Field '{name}' must be {error['ctx']['expected']}"
     return f"Field '{name}': {error['msg']}"
 
 

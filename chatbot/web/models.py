@@ -26,10 +26,16 @@ __all__ = [
     "CacheStats",
     "ChatAnswer",
     "ChatRequest",
+    "DeltaEvent",
+    "DoneEvent",
     "Error",
+    "FeedbackAccepted",
+    "FeedbackRequest",
     "FleetStats",
     "GenerationError",
     "Health",
+    "HistoryMessage",
+    "MetaEvent",
     "RateLimitError",
     "RouteInfo",
     "SnapshotList",
@@ -94,8 +100,23 @@ class RouteInfo(ResponseBody):
 # -- chat function ----------------------------------------------------------------------------
 
 
+class HistoryMessage(RequestBody):
+    """One earlier turn of the conversation."""
+
+    role: Literal["user", "assistant"]
+    content: str = Field(min_length=1)
+
+    @field_validator("content")
+    @classmethod
+    def _within_limit(cls, content: str, info: ValidationInfo) -> str:
+        limit = (info.context or {}).get("max_message_chars")
+        if limit is not None and len(content) > limit:
+            raise rule(f"must be at most {limit} characters (MAX_MESSAGE_CHARS)")
+        return content
+
+
 class ChatRequest(RequestBody):
-    """A visitor's question."""
+    """A visitor's question, and the conversation so far when it is a follow-up."""
 
     message: str = Field(
         min_length=1,
@@ -105,6 +126,16 @@ class ChatRequest(RequestBody):
     )
     use_cache: bool = Field(
         True, description="false skips the cache lookup (the fresh answer is still stored)."
+    )
+    stream: bool = Field(
+        False,
+        description="true answers text/event-stream: `meta` (answer id, sources), `delta` "
+        "pieces of the answer, then `done` or `error`.",
+    )
+    history: list[HistoryMessage] = Field(
+        default_factory=list,
+        description="The earlier turns, oldest first (the client keeps them). A follow-up is "
+        "made standalone for retrieval; only questions without history are cached.",
     )
 
     @field_validator("message", mode="before")
@@ -122,6 +153,23 @@ class ChatRequest(RequestBody):
             raise rule(f"must be at most {limit} characters")
         return cleaned.strip()
 
+    @field_validator("history", mode="before")
+    @classmethod
+    def _few_enough(cls, history: object, info: ValidationInfo) -> object:
+        # Counted before each message is validated: a huge history costs one check, not many.
+        limit = (info.context or {}).get("max_history_messages")
+        if isinstance(history, list) and limit is not None and len(history) > limit:
+            raise rule(f"must have at most {limit} messages (MAX_HISTORY_MESSAGES)")
+        return history
+
+    @field_validator("history")
+    @classmethod
+    def _short_enough(cls, history: list[HistoryMessage], info: ValidationInfo) -> list:
+        limit = (info.context or {}).get("max_history_chars")
+        if limit is not None and sum(len(m.content) for m in history) > limit:
+            raise rule(f"must be at most {limit} characters in all (MAX_HISTORY_CHARS)")
+        return history
+
 
 class Source(ResponseBody):
     """A document an answer draws on."""
@@ -134,6 +182,7 @@ class Source(ResponseBody):
 class ChatAnswer(ResponseBody):
     """A grounded answer."""
 
+    answer_id: str = Field(description="Identifies this answer, e.g. for POST /feedback.")
     response: str = Field(description="The answer, citing sources.")
     status: Literal["success"]
     cached: bool = Field(description="Served from this instance's cache.")
@@ -144,8 +193,49 @@ class ChatAnswer(ResponseBody):
     snapshot: str = Field(description="The knowledge snapshot used.")
 
 
+ANSWER_ID_PATTERN = "^[A-Za-z0-9_-]{8,64}$"
+
+
+class MetaEvent(ResponseBody):
+    """SSE ``meta``: sent first, before any text, so the sources show while it streams."""
+
+    answer_id: str
+    sources: list[Source]
+    snapshot: str
+    cached: bool
+
+
+class DeltaEvent(ResponseBody):
+    """SSE ``delta``: the next piece of the answer; all of them joined are the answer."""
+
+    text: str
+
+
+class DoneEvent(ResponseBody):
+    """SSE ``done``: the answer is complete."""
+
+    status: Literal["success"]
+    answer_id: str
+    cached: bool
+
+
+class FeedbackRequest(RequestBody):
+    """A visitor's rating of one answer."""
+
+    answer_id: str = Field(pattern=ANSWER_ID_PATTERN, description="From the answer rated.")
+    rating: Literal["up", "down"]
+    comment: str | None = Field(None, max_length=1000, description="What was wrong or right.")
+
+
+class FeedbackAccepted(ResponseBody):
+    """The rating is recorded (events reach the bucket in batches)."""
+
+    status: Literal["accepted"]
+    answer_id: str
+
+
 class GenerationError(ResponseBody):
-    """The answer could not be generated; a friendly text to show as is."""
+    """The answer could not be generated; a friendly text to show as is (also SSE ``error``)."""
 
     response: str
     status: Literal["error"]

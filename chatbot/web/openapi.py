@@ -23,6 +23,14 @@ from chatbot.web.docs import DOCS_ASSETS
 __all__ = ["admin_document", "chat_document", "limit_text"]
 JSON = "application/json"
 EXAMPLE_VERSION = "20260104T103015Z-3f2a9c1d7e"
+EXAMPLE_ANSWER_ID = "5c95cfe5fdd84586a729fa277e8115ce"
+SSE = "text/event-stream"
+SSE_DESCRIPTION = (
+    "One `event:` line and one `data:` line of JSON per event: `meta` first (answer id, "
+    "sources), then `delta` pieces whose concatenation is the answer, then `done`, or `error` "
+    "with the friendly message when generation fails after the stream began (nothing is "
+    "cached then)."
+)
 RATE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
 
 
@@ -182,6 +190,7 @@ def _chat_paths(settings: Settings) -> dict:
         "cached": False,
         "sources": [{"title": "Our Services", "source": "services.md", "score": 0.7312}],
         "snapshot": EXAMPLE_VERSION,
+        "answer_id": EXAMPLE_ANSWER_ID,
     }
     health = {
         "status": "healthy",
@@ -209,7 +218,10 @@ def _chat_paths(settings: Settings) -> dict:
         f"IP. The JSON body may be at most {settings.max_body_bytes} bytes and the message at "
         f"most {settings.max_message_chars} characters.",
         {
-            "200": _json("The answer.", _ref("ChatAnswer"), example=answer),
+            "200": {
+                **_json("The answer.", _ref("ChatAnswer"), example=answer),
+                "description": 'The answer: JSON, or with `"stream": true` Server-Sent Events.',
+            },
             "400": _error(
                 "The body is not a JSON object with a valid `message`.",
                 "Field 'message' is required",
@@ -248,6 +260,20 @@ def _chat_paths(settings: Settings) -> dict:
             "ChatRequest",
             examples={
                 "services": {"value": {"message": models.EXAMPLE_QUESTION}},
+                "stream": {
+                    "summary": "Stream the answer (text/event-stream)",
+                    "value": {"message": models.EXAMPLE_QUESTION, "stream": True},
+                },
+                "follow_up": {
+                    "summary": "A follow-up, with the conversation so far",
+                    "value": {
+                        "message": "How much does it cost?",
+                        "history": [
+                            {"role": "user", "content": "What does cloud migration include?"},
+                            {"role": "assistant", "content": "Assessment, planning, ... [1]"},
+                        ],
+                    },
+                },
                 "fresh": {
                     "summary": "Skip the cache",
                     "value": {
@@ -270,8 +296,62 @@ def _chat_paths(settings: Settings) -> dict:
         "required": True,
         "schema": {"type": "string", "enum": list(DOCS_ASSETS)},
     }
+    events = {"meta": "MetaEvent", "delta": "DeltaEvent", "done": "DoneEvent"}
+    events["error"] = "GenerationError"
+    chat["responses"]["200"]["content"][SSE] = {
+        # Each event as SSE parsers see it; its data is JSON of the schema in contentSchema.
+        "schema": {
+            "type": "object",
+            "description": SSE_DESCRIPTION,
+            "required": ["event", "data"],
+            "properties": {
+                "event": {"enum": list(events)},
+                "data": {"type": "string", "contentMediaType": JSON},
+            },
+            "oneOf": [
+                {
+                    "properties": {
+                        "event": {"const": name},
+                        "data": {"contentSchema": _ref(model)},
+                    }
+                }
+                for name, model in events.items()
+            ],
+        }
+    }
+    feedback = _operation(
+        "feedback",
+        "chat",
+        "Rate an answer",
+        "Records a visitor's thumbs up or down (and an optional comment) on one answer, by its "
+        "`answer_id`; the maintainer reads them in the insights report.",
+        {
+            "202": _json(
+                "Recorded.",
+                _ref("FeedbackAccepted"),
+                example={"status": "accepted", "answer_id": EXAMPLE_ANSWER_ID},
+            ),
+            "400": _error(
+                "The body is not a valid rating.", "Field 'rating' must be 'up' or 'down'"
+            ),
+            "413": _error(
+                f"The body is larger than {settings.max_body_bytes} bytes.",
+                f"Request body is larger than {settings.max_body_bytes} bytes",
+            ),
+            "415": _error(
+                "The Content-Type is not application/json.",
+                "Content-Type must be application/json, got text/plain",
+            ),
+        },
+        settings.rate_limit_feedback,
+        requestBody=_request_body(
+            "FeedbackRequest",
+            example={"answer_id": EXAMPLE_ANSWER_ID, "rating": "down", "comment": "Outdated."},
+        ),
+    )
     return {
         "/chat": {"post": chat, "options": preflight},
+        "/feedback": {"post": feedback, "options": preflight},
         "/": {
             "get": _operation(
                 "apiInfo",

@@ -13,14 +13,14 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import flask
 
 from chatbot.config import Settings
 from chatbot.errors import ChatbotError, MethodNotAllowed, NotFound, RateLimited
-from chatbot.logs import request_context, trace_id_from_headers
+from chatbot.logs import RequestContext, request_context, resumed, trace_id_from_headers
 from chatbot.web.ratelimit import RateLimiter, client_ip
 
 __all__ = ["Handler", "Reply", "Route", "Router"]
@@ -29,13 +29,14 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Reply:
-    """A handler's result: a JSON body (or raw bytes), status and headers."""
+    """A handler's result: a JSON body (or raw bytes, or a stream), status and headers."""
 
     body: dict
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     raw: bytes | None = None
     content_type: str = "application/json"
+    stream: Iterator[bytes] | None = None  # sent as it is produced (SSE)
 
 
 Handler = Callable[[flask.Request], Reply]
@@ -139,17 +140,31 @@ class Router:
         headers = {"X-Request-Id": request_id}
         with request_context(request_id, trace_id_from_headers(request.headers)) as context:
             reply = self._reply(request, path, ip, headers)
-            response = flask.Response(
-                reply.raw if reply.raw is not None else json.dumps(reply.body),
-                status=reply.status,
-                content_type=reply.content_type,
-            )
+            if reply.stream is not None:
+                body = self._streamed(reply, context, (request.method, path, ip, started))
+                headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            else:
+                body = reply.raw if reply.raw is not None else json.dumps(reply.body)
+            response = flask.Response(body, status=reply.status, content_type=reply.content_type)
             headers.update(_cors_headers(self.settings, request))
             headers.update(reply.headers)
             for name, value in headers.items():
                 response.headers[name] = value
-            self._log(request.method, path, reply.status, ip, started, context.fields)
+            if reply.stream is None:
+                self._log(request.method, path, reply.status, ip, started, context.fields)
         return response
+
+    def _streamed(self, reply: Reply, context: RequestContext, request: tuple) -> Iterator[bytes]:
+        """The reply's stream, run in the request's context; the log line comes at its end."""
+        assert reply.stream is not None
+        method, path, ip, started = request
+        try:
+            with resumed(context):
+                yield from reply.stream
+        finally:
+            reply.stream.close()  # a visitor who left: stop the generation behind it
+            with resumed(context):
+                self._log(method, path, reply.status, ip, started, context.fields)
 
     def _reply(self, request: flask.Request, path: str, ip: str, headers: dict[str, str]) -> Reply:
         """The handler's reply, or the error it raised as its JSON reply."""
