@@ -153,9 +153,7 @@ def gemini_client(chat_client, fake, **env):
     )
 
 
-def test_gemini_streams_and_a_failure_before_the_first_chunk_is_retried(
-    chat_client, fake_gemini
-):
+def test_gemini_streams_and_a_failure_before_the_first_chunk_is_retried(chat_client, fake_gemini):
     client = gemini_client(chat_client, fake_gemini)
     fake_gemini.script([503, "drop"], method=STREAM)
     events = streamed(client, QUESTION)
