@@ -1,7 +1,7 @@
 """`python -m bench [--quick] [--only NAME]`: run the benchmarks, write docs/benchmarks.md.
 
 Order: build every corpus (always: the others need the snapshots), then cold start,
-latency, throughput, memory and resilience. Results go to bench/results.json and
+latency, streaming, throughput, memory and resilience. Results go to bench/results.json and
 docs/benchmarks.md. A benchmark that crashes is reported as such; the command still exits 0.
 """
 
@@ -17,11 +17,11 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import coldstart, indexing, latency, load, memory, report, resilience
+from bench import coldstart, indexing, latency, load, memory, report, resilience, streaming
 from bench.servers import clear_config_environment
 from chatbot.answering.embeddings import OnnxEmbedder
 
-SECTIONS = ("coldstart", "latency", "throughput", "memory", "resilience")
+SECTIONS = ("coldstart", "latency", "streaming", "throughput", "memory", "resilience")
 
 
 def _say(message: str) -> None:
@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         runners: dict[str, Callable[[], dict]] = {
             "coldstart": lambda: coldstart.run(corpora, figures, args.quick, workdir),
             "latency": lambda: latency.run(corpora, embedder, args.quick, workdir),
+            "streaming": lambda: streaming.run(corpora, args.quick, workdir),
             "throughput": lambda: load.run(corpora, args.quick, workdir),
             "memory": lambda: memory.run(
                 [c for c in corpora if c.name != "sample"], args.quick, workdir

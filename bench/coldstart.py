@@ -9,7 +9,7 @@
   from the same storage, without parsing them (bench/probes.py ``floor``).
 
 Where the restore's time goes comes from a step-timed probe of the same cold path
-(bench/probes.py ``coldpath``) and from /health's ``snapshot.restore_seconds``.
+(bench/probes.py ``coldpath``) and from the server's "Serving snapshot" log line.
 """
 
 from __future__ import annotations
@@ -69,7 +69,9 @@ def _fresh_dir(workdir: Path, label: str) -> Path:
 def restore_run(uri: str, workdir: Path, extra_env: dict[str, str]) -> dict:
     """One cold start of the chat function: spawn -> listening -> first /chat answer."""
     run_dir = _fresh_dir(workdir, "restore")
-    env = bench_env(SNAPSHOT_URI=uri, SNAPSHOT_DIR=run_dir / "snapshots", **extra_env)
+    env = bench_env(
+        SNAPSHOT_URI=uri, SNAPSHOT_DIR=run_dir / "snapshots", LOG_FORMAT="json", **extra_env
+    )
     server = chat_server(env, run_dir / "server.log")
     try:
         server.start()
@@ -77,13 +79,24 @@ def restore_run(uri: str, workdir: Path, extra_env: dict[str, str]) -> dict:
         client = server.client()
         status, _, _, _ = client.chat(QUESTION)
         first = time.perf_counter() - server.started_at
-        _, _, health, _ = client.request("GET", "/health")
         client.close()
     finally:
         server.stop()
+        restore = _restore_seconds(server.log())
         shutil.rmtree(run_dir, ignore_errors=True)
-    restore = ((health or {}).get("snapshot") or {}).get("restore_seconds", {})
     return {"up_s": up, "first_answer_s": first, "status": status, "restore_s": restore}
+
+
+def _restore_seconds(log: str) -> dict:
+    """The restore's step timings, from the instance's "Serving snapshot" JSON log line."""
+    for line in log.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if str(entry.get("message", "")).startswith("Serving snapshot"):
+            return entry.get("restore_seconds", {})
+    return {}
 
 
 def reembed_run(corpus_spec: str, workdir: Path) -> dict:

@@ -54,8 +54,11 @@ ENVIRONMENT_VARIABLES = (
     "RATE_LIMIT_FEEDBACK",
     "EVENTS_FLUSH_SECONDS",
     "CONDENSE_TIMEOUT_SECONDS",
+    "IPV6_PREFIX_LENGTH",
 )
 DEFAULT_SNAPSHOT_URI = ".local/bucket"
+# The shortest ADMIN_TOKEN accepted: secrets.token_urlsafe(24) is 32 characters (192 bits).
+MIN_ADMIN_TOKEN_CHARS = 32
 
 
 def _get(env: Mapping[str, str], name: str, default: str) -> str:
@@ -63,15 +66,31 @@ def _get(env: Mapping[str, str], name: str, default: str) -> str:
     return default if value is None or value.strip() == "" else value.strip()
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def _int(
+    env: Mapping[str, str], name: str, default: int, minimum: int = 0, maximum: int | None = None
+) -> int:
     raw = _get(env, name, str(default))
     try:
         value = int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+        raise ConfigError(f"{name} must be {bounds}, got {value}")
     return value
+
+
+def _admin_token(env: Mapping[str, str]) -> str | None:
+    """ADMIN_TOKEN: unset means the admin function refuses everything; a short one stops it."""
+    token = env.get("ADMIN_TOKEN") or None
+    if token is not None and len(token) < MIN_ADMIN_TOKEN_CHARS:
+        # The length only, never the token: this message reaches the logs.
+        raise ConfigError(
+            f"ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_CHARS} characters, got "
+            f"{len(token)}; generate one with python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'"
+        )
+    return token
 
 
 def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
@@ -143,6 +162,7 @@ class Settings:
     rate_limit_feedback: str = "10/minute"
     events_flush_seconds: float = 30.0
     condense_timeout_seconds: float = 2.0
+    ipv6_prefix_length: int = 64  # an IPv6 client's rate limits are those of its /N network
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -187,7 +207,7 @@ class Settings:
             max_message_chars=_int(env, "MAX_MESSAGE_CHARS", 2000, minimum=1),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024, minimum=1024),
             allowed_origins=origins or ("*",),
-            admin_token=env.get("ADMIN_TOKEN") or None,
+            admin_token=_admin_token(env),
             control_poll_seconds=_float(env, "CONTROL_POLL_SECONDS", 10.0),
             heartbeat_seconds=_float(env, "HEARTBEAT_SECONDS", 60.0),
             top_k=_int(env, "TOP_K", 4, minimum=1),
@@ -199,4 +219,5 @@ class Settings:
             rate_limit_feedback=_rate(env, "RATE_LIMIT_FEEDBACK", "10/minute"),
             events_flush_seconds=_float(env, "EVENTS_FLUSH_SECONDS", 30.0, minimum=0.1),
             condense_timeout_seconds=_float(env, "CONDENSE_TIMEOUT_SECONDS", 2.0, minimum=0.1),
+            ipv6_prefix_length=_int(env, "IPV6_PREFIX_LENGTH", 64, minimum=1, maximum=128),
         )

@@ -10,6 +10,7 @@ ChatbotError (500)
 │   ├── Conflict (409)                the target's state forbids it (corrupt snapshot, lost race)
 │   └── RateLimited (429)             carries the limit text and reset time
 ├── NotReady (503)                    no verified snapshot is being served yet
+│   └── SnapshotUnavailable           ... on the public chat function: the reason stays in logs
 ├── GenerationUnavailable (503)       Gemini stayed down past retries or the deadline
 ├── GenerationRejected (502)          Gemini refused the request (a 4xx it will not change)
 ├── ConfigError                       a bad environment variable; stops start-up
@@ -113,6 +114,17 @@ class NotReady(ChatbotError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class SnapshotUnavailable(NotReady):
+    """This chat instance cannot serve a snapshot yet; the reason is logged, not shown."""
+
+    PUBLIC = "Service not ready: no snapshot can be served yet"
+
+    def body(self) -> dict:
+        # The reason may name the bucket or a storage error: for the logs and the operator
+        # (admin GET /cache/stats shows refused versions), not for visitors.
+        return {"error": self.PUBLIC, "status": "error"}
 
 
 class GenerationUnavailable(ChatbotError):

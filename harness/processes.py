@@ -215,9 +215,20 @@ class FunctionProcess:
 class FakeGeminiProcess:
     """``python -m harness.fake_gemini`` in its own process."""
 
-    def __init__(self, failure_rate: float = 0.0, delay: float = 0.0, seed: int = 7) -> None:
+    def __init__(
+        self,
+        failure_rate: float = 0.0,
+        delay: float = 0.0,
+        seed: int = 7,
+        *,
+        first_chunk_delay: float = 0.0,
+        chunk_delay: float = 0.0,
+    ) -> None:
+        """``first_chunk_delay`` and ``chunk_delay`` slow stream calls (``stream_delays``)."""
         self.args = ["--failure-rate", str(failure_rate), "--delay", str(delay)]
         self.args += ["--seed", str(seed)]
+        self.args += ["--first-chunk-delay", str(first_chunk_delay)]
+        self.args += ["--chunk-delay", str(chunk_delay)]
         self.process: subprocess.Popen | None = None
         self.url = ""
 

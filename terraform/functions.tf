@@ -17,21 +17,23 @@ locals {
   chat_settings = {
     # functions-framework's gunicorn serves THREADS requests at once: match the concurrency
     # Cloud Run sends to an instance, or requests queue inside it.
-    THREADS           = tostring(var.chat_concurrency)
-    GEMINI_MODEL      = var.gemini_model
-    CACHE_TTL         = tostring(var.cache_ttl)
-    MAX_RETRIES       = tostring(var.max_retries)
-    RETRY_DELAY       = tostring(var.retry_delay)
-    MAX_MESSAGE_CHARS = tostring(var.max_message_chars)
-    ALLOWED_ORIGINS   = length(var.allowed_origins) > 0 ? join(",", var.allowed_origins) : null
-    RATE_LIMIT_CHAT   = var.rate_limit_chat
-    RATE_LIMIT_INFO   = var.rate_limit_info
-    RATE_LIMIT_STATS  = var.rate_limit_stats
+    THREADS             = tostring(var.chat_concurrency)
+    GEMINI_MODEL        = var.gemini_model
+    CACHE_TTL           = tostring(var.cache_ttl)
+    MAX_RETRIES         = tostring(var.max_retries)
+    RETRY_DELAY         = tostring(var.retry_delay)
+    MAX_MESSAGE_CHARS   = tostring(var.max_message_chars)
+    ALLOWED_ORIGINS     = length(var.allowed_origins) > 0 ? join(",", var.allowed_origins) : null
+    RATE_LIMIT_CHAT     = var.rate_limit_chat
+    RATE_LIMIT_INFO     = var.rate_limit_info
+    RATE_LIMIT_STATS    = var.rate_limit_stats
+    RATE_LIMIT_FEEDBACK = var.rate_limit_feedback
   }
 
   admin_settings = {
-    THREADS          = tostring(local.admin_concurrency)
-    RATE_LIMIT_ADMIN = var.rate_limit_admin
+    THREADS                = tostring(local.admin_concurrency)
+    RATE_LIMIT_ADMIN       = var.rate_limit_admin
+    RATE_LIMIT_ADMIN_WRITE = var.rate_limit_admin_write
   }
 
   chat_environment = merge(var.extra_environment, {

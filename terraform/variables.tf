@@ -249,6 +249,12 @@ variable "rate_limit_stats" {
   default     = null
 }
 
+variable "rate_limit_feedback" {
+  description = "RATE_LIMIT_FEEDBACK (POST /feedback), e.g. \"10/minute\"; null leaves the app default (10/minute)."
+  type        = string
+  default     = null
+}
+
 # --- Settings shared by both functions -----------------------------------------------------
 
 variable "log_level" {
@@ -321,7 +327,13 @@ variable "admin_max_instances" {
 }
 
 variable "rate_limit_admin" {
-  description = "RATE_LIMIT_ADMIN; null leaves the app defaults (30/minute for reads, 5/minute for changes)."
+  description = "RATE_LIMIT_ADMIN, the admin reads (GET /cache/stats, GET /snapshots), e.g. \"30/minute\"; null leaves the app default (30/minute)."
+  type        = string
+  default     = null
+}
+
+variable "rate_limit_admin_write" {
+  description = "RATE_LIMIT_ADMIN_WRITE, the admin changes (DELETE /cache, POST /snapshots/activate), e.g. \"5/minute\"; null leaves the app default (5/minute)."
   type        = string
   default     = null
 }

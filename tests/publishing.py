@@ -5,7 +5,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from chatbot.bucket.layout import archive_key, manifest_key, read_latest, write_latest
+from chatbot.bucket.layout import (
+    archive_key,
+    manifest_key,
+    read_latest,
+    sha256_file,
+    write_latest,
+)
 from chatbot.bucket.publishing import BuiltSnapshot, publish
 from chatbot.bucket.storage import Storage
 
@@ -36,3 +42,24 @@ def corrupt_archive(storage: Storage, version: str) -> None:
 def point_latest(storage: Storage, version: str) -> None:
     """Move LATEST as a publisher would, under its current generation."""
     write_latest(storage, version, generation=read_latest(storage).generation)
+
+
+def archive_entry(archive: Path, unpacked_bytes: int) -> dict:
+    """The manifest's ``archive`` entry for any archive file: its real sha256 and size."""
+    return {
+        "sha256": sha256_file(archive),
+        "bytes": archive.stat().st_size,
+        "unpacked_bytes": unpacked_bytes,
+    }
+
+
+def publish_raw(
+    storage: Storage, version: str, archive: Path, manifest: bytes, *, latest: bool = True
+) -> str:
+    """Publish any archive and manifest bytes under ``version``, as an attacker with write
+    access to the bucket could (nothing is checked); LATEST moved if asked."""
+    storage.upload(archive_key(version), archive, if_generation_match=0)
+    storage.write(manifest_key(version), manifest, if_generation_match=0)
+    if latest:
+        point_latest(storage, version)
+    return version

@@ -21,7 +21,7 @@ from tests.conftest import serve
 from tests.openapi_check import Contract
 from tests.publishing import corrupt_archive, publish_copy
 
-TOKEN = "admin-test-token-5f1c2e9a"
+TOKEN = "admin-test-token-5f1c2e9a-0b7d3e61c4a8"
 ROUTES = [
     ("GET", "/cache/stats"),
     ("DELETE", "/cache"),
@@ -87,10 +87,14 @@ def test_without_an_admin_token_configured_everything_is_refused(admin_client, b
 
 
 def test_brute_force_is_rate_limited_before_the_token_is_checked(admin_client):
-    call = admin_client()
-    statuses = [call("DELETE", "/cache", token=f"guess-{i}").status_code for i in range(7)]
+    call = admin_client(RATE_LIMIT_ADMIN="5/minute")
+    routes = [("DELETE", "/cache"), ("GET", "/snapshots"), ("POST", "/snapshots/activate")]
+    # Failed attempts on any route count against one limit per client IP (RATE_LIMIT_ADMIN).
+    statuses = [call(*routes[i % 3], token=f"guess-{i}").status_code for i in range(7)]
     assert statuses == [401] * 5 + [429, 429]
-    # The limit is per client IP: another address still gets its own five.
+    # Past it even the right token is not compared.
+    assert call("GET", "/cache/stats").status_code == 429
+    # The limit is per client IP: another address still gets its own.
     other = call("DELETE", "/cache", environ_base={"REMOTE_ADDR": "192.0.2.9"})
     assert other.status_code == 200
 

@@ -89,3 +89,106 @@ def test_clear_and_bounded_size():
     assert cache.stats()["total_entries"] == 3
     cache.clear()
     assert len(cache) == 0
+
+
+def _concurrently(calls: list, gate: threading.Event, *requests) -> list:
+    """Run each ``request`` (a callable) in its own thread, all parked on ``gate`` together."""
+    results: list = []
+    lock = threading.Lock()
+
+    def run(request):
+        value = request()
+        with lock:
+            results.append(value)
+
+    threads = [threading.Thread(target=run, args=(request,)) for request in requests]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 5
+    while not calls and time.monotonic() < deadline:  # the leader is computing
+        time.sleep(0.01)
+    time.sleep(0.2)  # let every other thread reach the cache before the leader finishes
+    gate.set()
+    for t in threads:
+        t.join(5)
+    assert not any(t.is_alive() for t in threads)
+    return results
+
+
+def _slow(calls: list, gate: threading.Event, value: str = "fresh"):
+    def compute():
+        calls.append(1)
+        gate.wait(5)
+        return value
+
+    return compute
+
+
+def test_concurrent_use_cache_false_requests_share_one_flight():
+    cache = AnswerCache(ttl=60, max_entries=10)
+    calls: list = []
+    gate = threading.Event()
+    compute = _slow(calls, gate)
+    results = _concurrently(
+        calls, gate, *[lambda: cache.get_or_compute("k", compute, use_cache=False)] * 10
+    )
+    assert len(calls) == 1  # one Gemini call, not ten
+    assert sorted(r[1] for r in results) == [False] + [True] * 9
+    assert {r[0] for r in results} == {"fresh"}
+    # The fresh answer is stored, and a later normal request is served from it.
+    assert cache.get_or_compute("k", lambda: "unused") == ("fresh", True)
+    assert (cache.stats()["misses"], len(calls)) == (1, 1)
+
+
+def test_use_cache_false_skips_a_stored_answer_but_follows_a_fresh_flight():
+    cache = AnswerCache(ttl=60, max_entries=10)
+    cache.get_or_compute("k", lambda: "old")
+    calls: list = []
+    gate = threading.Event()
+    compute = _slow(calls, gate)
+    results = _concurrently(
+        calls,
+        gate,
+        *[lambda: cache.get_or_compute("k", compute, use_cache=False)] * 2,
+    )
+    assert len(calls) == 1
+    # Neither got the stored "old" answer: one computed, the other followed that computation.
+    assert sorted(results) == [("fresh", False), ("fresh", True)]
+    assert cache.get_or_compute("k", lambda: "unused") == ("fresh", True)
+
+
+def test_a_normal_request_follows_a_use_cache_false_flight_when_nothing_is_stored():
+    cache = AnswerCache(ttl=60, max_entries=10)
+    calls: list = []
+    gate = threading.Event()
+    compute = _slow(calls, gate)
+    results = _concurrently(
+        calls,
+        gate,
+        lambda: cache.get_or_compute("k", compute, use_cache=False),
+        *[lambda: cache.get_or_compute("k", compute)] * 3,
+    )
+    assert len(calls) == 1
+    assert sorted(r[1] for r in results) == [False, True, True, True]
+    assert {r[0] for r in results} == {"fresh"}
+
+
+def test_a_failed_use_cache_false_flight_fails_its_followers_and_stores_nothing():
+    cache = AnswerCache(ttl=60, max_entries=10)
+    calls: list = []
+    gate = threading.Event()
+
+    def failing():
+        calls.append(1)
+        gate.wait(5)
+        raise RuntimeError("down")
+
+    def request():
+        try:
+            return cache.get_or_compute("k", failing, use_cache=False)
+        except RuntimeError as exc:
+            return str(exc)
+
+    results = _concurrently(calls, gate, *[request] * 5)
+    assert len(calls) == 1 and results == ["down"] * 5
+    assert cache.get_or_compute("k", lambda: "ok", use_cache=False) == ("ok", False)

@@ -33,6 +33,8 @@ def test_health_shows_the_snapshot_and_generator(chat_client, built_snapshot):
     assert body["snapshot"]["chunks"] == built_snapshot.manifest.chunks
     assert body["snapshot"]["documents"] >= 10
     assert body["cache_size"] == 0 and body["api_version"]
+    # Public: what is served, not where from (no uri, epoch, refusals or timings).
+    assert set(body["snapshot"]) == {"version", "documents", "chunks"}
 
 
 def test_unrelated_questions_get_the_contact_answer(chat_client):

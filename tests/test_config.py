@@ -26,6 +26,10 @@ def test_the_listed_variables_are_exactly_the_ones_read():
         ("RATE_LIMIT_CHAT", "lots"),
         ("LOG_FORMAT", "xml"),
         ("PORT", "0"),
+        ("IPV6_PREFIX_LENGTH", "0"),
+        ("IPV6_PREFIX_LENGTH", "129"),
+        ("IPV6_PREFIX_LENGTH", "/64"),
+        ("ADMIN_TOKEN", "shorter-than-32-characters"),
     ],
 )
 def test_a_bad_value_names_its_variable(name, value):

@@ -146,7 +146,7 @@ def test_the_checker_holds_unknown_paths_and_methods_to_404_and_405():
 def test_the_admin_function_answers_as_its_document_says(bucket, built_snapshot, monkeypatch):
     from functions_framework import create_app
 
-    token = "admin-token-0123456789abcdef"
+    token = "admin-token-0123456789abcdef-5a7c9e1b"
     monkeypatch.setenv("SNAPSHOT_URI", bucket.uri)
     monkeypatch.setenv("ADMIN_TOKEN", token)
     client = create_app("admin", str(ADMIN_SOURCE)).test_client()
@@ -171,3 +171,12 @@ def test_the_admin_function_answers_as_its_document_says(bucket, built_snapshot,
         assert resp.status_code == status, (method, path, resp.get_data()[:300])
         contract.check(resp, path, method)
     assert client.get("/openapi.json", headers=auth).get_json() == contract.document
+    # Without the token, 404 and 405 are 401s (the document says so), and no CORS anywhere.
+    responses = contract.document["components"]["responses"]
+    for name in ("NotFound", "MethodNotAllowed", "Preflight"):
+        assert "X-Admin-Token" in responses[name]["description"], name
+    assert set(responses["Preflight"]["headers"]) == {"X-Request-Id", "Allow"}
+    for path, method in (("/nope", "GET"), ("/cache", "PUT"), ("/cache", "OPTIONS")):
+        resp = client.open(path, method=method)
+        assert resp.status_code == 401 and resp.get_json()["status"] == "error"
+        contract.check(resp, "/cache/stats", "GET")  # the shared Unauthorized answer

@@ -79,9 +79,8 @@ def test_the_unpacked_chat_zip_serves_on_its_own(packaged, bucket, tmp_path):
 
 def test_the_unpacked_admin_zip_serves_on_its_own(packaged, bucket, tmp_path):
     src = unpack(packaged / "admin.zip", tmp_path / "admin")
-    env = {"PYTHONPATH": "", "SNAPSHOT_URI": bucket.uri, "ADMIN_TOKEN": "package-test-token"}
+    token = "package-test-token-3f9d2c7a1e5b8046"  # ADMIN_TOKEN needs 32 characters or more
+    env = {"PYTHONPATH": "", "SNAPSHOT_URI": bucket.uri, "ADMIN_TOKEN": token}
     with FunctionProcess("admin", src / "main.py", env, tmp_path / "admin.log", cwd=src) as proc:
-        status, body, _ = request(
-            "GET", f"{proc.url}/snapshots", headers={"X-Admin-Token": "package-test-token"}
-        )
+        status, body, _ = request("GET", f"{proc.url}/snapshots", headers={"X-Admin-Token": token})
         assert status == 200, body

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from chatbot.web.ratelimit import RateLimiter, client_ip
+from chatbot.web.ratelimit import RateLimiter, client_ip, limit_key
 
 
 @pytest.mark.parametrize(
@@ -25,6 +25,23 @@ from chatbot.web.ratelimit import RateLimiter, client_ip
 )
 def test_client_ip(remote, xff, hops, expected):
     assert client_ip(remote, xff, hops) == expected
+
+
+@pytest.mark.parametrize(
+    "ip, prefix, key",
+    [
+        ("203.0.113.7", 64, "203.0.113.7"),  # IPv4: the address
+        ("2001:db8:1:2:3:4:5:6", 64, "2001:db8:1:2::/64"),
+        ("2001:DB8:1:2::", 64, "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:3:4:5:6", 48, "2001:db8:1::/48"),
+        ("2001:db8:1:2:3:4:5:6", 128, "2001:db8:1:2:3:4:5:6/128"),
+        ("::ffff:203.0.113.7", 64, "203.0.113.7"),  # IPv4-mapped: the IPv4 address
+        ("fe80::1%eth0", 64, "fe80::/64"),
+        ("unknown", 64, "unknown"),
+    ],
+)
+def test_limit_key(ip, prefix, key):
+    assert limit_key(ip, prefix) == key
 
 
 def test_many_distinct_ips_do_not_grow_memory_without_bound():

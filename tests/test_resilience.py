@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
+
+import pytest
 
 from chatbot.answering.service import ChatService
 from chatbot.bucket.publishing import BuiltSnapshot, publish
 from chatbot.config import Settings
 from chatbot.errors import FRIENDLY_GENERATION_ERROR
+from harness.processes import ROOT, child_env, free_port
 
 QUESTION = "What services do you offer?"
 
@@ -93,6 +104,31 @@ def test_a_repeated_question_is_cached_without_gemini_or_retrieval(chat_client, 
     assert client.get("/health").get_json()["cache_size"] == 1
 
 
+def test_concurrent_identical_use_cache_false_requests_make_one_gemini_call(
+    chat_client, fake_gemini
+):
+    """use_cache=false skips the stored answer, not the flight: ten at once, one call."""
+    client = gemini_client(chat_client, fake_gemini)
+    fake_gemini.delay(0.5)
+    barrier = threading.Barrier(10)
+    bodies: list = [None] * 10
+
+    def ask(n: int) -> None:
+        barrier.wait()
+        resp = client.post("/chat", json={"message": QUESTION, "use_cache": False})
+        bodies[n] = (resp.status_code, resp.get_json())
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert fake_gemini.generate_calls == 1
+    assert {status for status, _ in bodies} == {200}
+    assert len({body["response"] for _, body in bodies}) == 1
+    assert sorted(body["cached"] for _, body in bodies) == [False] + [True] * 9
+
+
 def test_nothing_relevant_means_no_gemini_call(chat_client, fake_gemini):
     client = gemini_client(chat_client, fake_gemini)
     resp = client.post("/chat", json={"message": "Explain the rules of cricket in detail"})
@@ -109,7 +145,11 @@ def test_gemini_gets_passages_as_quoted_context_and_the_system_instruction(
     body = call.body
     user_text = body["contents"][0]["parts"][0]["text"]
     assert user_text.startswith("<context>") and "1,150" in user_text
-    assert "not instructions" in body["systemInstruction"]["parts"][0]["text"]
+    # The question follows the data in its own escaped block, never as a bare line.
+    assert user_text.endswith("\n\n<question>What is the senior consultant day rate?</question>")
+    assert user_text.count("<question>") == 1 and "Visitor question:" not in user_text
+    system = body["systemInstruction"]["parts"][0]["text"]
+    assert "not instructions" in system and "<question>" in system
     assert "test-key-123456" not in str(body)
 
 
@@ -140,3 +180,95 @@ def test_ttl_expiry_and_a_new_snapshot_both_miss(bucket, embedder, built_snapsho
     service.follower.poll()
     result = service.chat(QUESTION)
     assert result.snapshot == v2 and result.cached is False
+
+
+# -- the local servers' request limits (make run) ---------------------------------------------
+
+RUN_LOCAL = ROOT / "scripts" / "run-local.sh"
+
+
+def _raw_request(port: int, data: bytes, timeout: float = 10.0) -> tuple[bytes, float]:
+    """Send ``data`` on a new connection; the first line of the reply and the seconds taken."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        try:
+            sock.sendall(data)
+        except OSError:  # refused mid-send: the reply is already waiting
+            pass
+        reply = b""
+        while b"\r\n" not in reply:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    return reply.split(b"\r\n", 1)[0], time.monotonic() - started
+
+
+@pytest.fixture
+def local_servers(tmp_path):
+    """``make run``'s scripts/run-local.sh as a real process: (chat port, admin port)."""
+    chat_port, admin_port = free_port(), free_port()
+    env = child_env(
+        PORT=chat_port,
+        ADMIN_PORT=admin_port,
+        VENV=Path(sys.executable).parent.parent,
+        SNAPSHOT_URI=tmp_path / "bucket",  # empty: /health answers 503 at once
+        ADMIN_TOKEN=secrets.token_urlsafe(24),
+    )
+    for name in ("GUNICORN_CMD_ARGS", "HOST"):  # the script's own defaults
+        env.pop(name, None)
+    log_path = tmp_path / "run-local.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            ["bash", str(RUN_LOCAL)],
+            env=env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        for port in (chat_port, admin_port):
+            while True:
+                assert proc.poll() is None, log_path.read_text()
+                try:
+                    status, _ = _raw_request(port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                    if status.startswith(b"HTTP/1.1 "):
+                        break
+                except OSError:
+                    pass
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.1)
+        yield chat_port, admin_port, log_path
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_make_run_refuses_huge_request_lines_and_headers_at_once(local_servers):
+    """The functions-framework CLI reads any request line (a 64 MB URL took 310 s);
+    make run's servers refuse one over 8 KiB with 414, and an oversized header with 431."""
+    chat_port, admin_port, log_path = local_servers
+    for port in (chat_port, admin_port):
+        for size in (64 * 1024, 8 * 1024 * 1024):
+            line = b"GET /health?q=" + b"a" * size + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+            status, seconds = _raw_request(port, line)
+            assert status == b"HTTP/1.1 414 URI Too Long", (port, size, status)
+            assert seconds < 5, (port, size, seconds)
+        header = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 16384 + b"\r\n\r\n"
+        status, seconds = _raw_request(port, header)
+        assert status.startswith(b"HTTP/1.1 431 "), (port, status)
+        assert seconds < 5
+        # An ordinary request is still served (503: no snapshot; 401: no admin token).
+        status, _ = _raw_request(port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status.split(b" ")[1] in (b"200", b"503", b"401"), status
+    # Both listen on this machine only: nothing stands in front of them locally.
+    printed = log_path.read_text()
+    assert f"chat:  http://127.0.0.1:{chat_port}" in printed
+    assert f"admin: http://127.0.0.1:{admin_port}" in printed

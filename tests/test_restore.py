@@ -65,7 +65,11 @@ def _publish_raw_archive(
     storage.write(archive_key(version), blob)
     path = _object_path(storage, archive_key(version))
     manifest = dict(template, version=version)
-    manifest["archive"] = {"sha256": sha256_file(path), "bytes": len(blob)}
+    manifest["archive"] = {
+        "sha256": sha256_file(path),
+        "bytes": len(blob),
+        "unpacked_bytes": sum(info.size for info in members if info.isfile()),
+    }
     storage.write(manifest_key(version), json.dumps(manifest).encode())
     storage.write(LATEST, version.encode())
 

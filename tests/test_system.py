@@ -11,6 +11,7 @@ from harness.processes import FunctionProcess, request
 from tests.conftest import CHAT_SOURCE
 
 API_KEY = "AIzaFAKE-secret-key-0123456789"
+ADMIN_TOKEN = "admin-token-abcdef-7c2e9f4a1b6d3085"  # 32 characters at least
 QUESTIONS = [
     "What services do you offer?",
     "What is the senior consultant day rate?",
@@ -45,7 +46,7 @@ def chat_process(bucket, tmp_path, fake_gemini):
 
 def test_json_logs_carry_severity_message_and_trace_and_never_the_key(chat_process, fake_gemini):
     proc = chat_process(
-        LOG_FORMAT="json", GOOGLE_CLOUD_PROJECT="romega-test", ADMIN_TOKEN="admin-token-abcdef"
+        LOG_FORMAT="json", GOOGLE_CLOUD_PROJECT="romega-test", ADMIN_TOKEN=ADMIN_TOKEN
     )
     trace = "105445aa7843bc8bf206b12000100000"
     status, body, _ = request(
@@ -74,7 +75,7 @@ def test_json_logs_carry_severity_message_and_trace_and_never_the_key(chat_proce
     for field in ("latency_ms", "cached", "retrieval_ms", "generation_ms", "retries", "request_id"):
         assert field in ok, field
     log_text = proc.log()
-    assert API_KEY not in log_text and "admin-token-abcdef" not in log_text
+    assert API_KEY not in log_text and ADMIN_TOKEN not in log_text
     assert "192.0.2.55" not in log_text  # client IPs appear only as a short hash
 
 

@@ -355,6 +355,35 @@ def test_chat_serves_concurrent_requests_with_matching_threads(tf: Config) -> No
     assert tf.locals["snapshot_uri"].startswith("gs://")
 
 
+# Which function serves the routes each limit applies to (docs/architecture.md, "Endpoints").
+RATE_LIMITS = {
+    "chat": {"RATE_LIMIT_CHAT", "RATE_LIMIT_FEEDBACK", "RATE_LIMIT_STATS", "RATE_LIMIT_INFO"},
+    "admin": {"RATE_LIMIT_ADMIN", "RATE_LIMIT_ADMIN_WRITE"},
+}
+
+
+def test_every_rate_limit_is_settable_for_the_function_that_applies_it(tf: Config) -> None:
+    """Each RATE_LIMIT_* the app reads reaches its function from a variable of its own (null
+    by default, so the app's default applies): the admin's write limit included."""
+    from chatbot.config import ENVIRONMENT_VARIABLES
+
+    read = {name for name in ENVIRONMENT_VARIABLES if name.startswith("RATE_LIMIT_")}
+    assert set().union(*RATE_LIMITS.values()) == read
+    for function, names in RATE_LIMITS.items():
+        settings = tf.locals[f"{function}_settings"]
+        assert f"local.{function}_settings" in tf.locals[f"{function}_environment"]
+        service = _block(tf.resource("google_cloudfunctions2_function", function), "service_config")
+        assert service["environment_variables"] == f"${{local.{function}_environment}}"
+        passed = {name for name in settings if name.startswith("RATE_LIMIT_")}
+        assert passed == names, f"{function}: {passed ^ names}"
+        for name in names:
+            variable = name.lower()
+            assert settings[name] == f"${{var.{variable}}}", (function, name)
+            assert variable in tf.variables, f"var.{variable} is not declared"
+            assert tf.variables[variable]["default"] is None, variable
+            assert name in tf.variables[variable]["description"], variable
+
+
 # --- publishing from GitHub ----------------------------------------------------------------
 
 

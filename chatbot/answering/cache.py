@@ -3,6 +3,7 @@
 Keys are md5 of the normalised question, scoped by snapshot version and cache epoch, so a
 new snapshot or an admin "clear" never serves an old answer. When several threads miss on
 the same key at once, one computes and the others wait for its answer: one Gemini call.
+That holds for ``use_cache=False`` requests too: they skip the stored answer, not the flight.
 """
 
 from __future__ import annotations
@@ -123,21 +124,22 @@ class AnswerCache:
     def begin(self, key: str, use_cache: bool = True) -> tuple[Any, Flight | None, bool]:
         """``(value, None, False)`` on a hit, else ``(None, flight, leads)``.
 
-        The leader must end its flight with ``end``. ``use_cache=False`` skips the lookup and
-        leads a flight of its own (its value still refreshes the entry).
+        The leader must end its flight with ``end``. ``use_cache=False`` skips the lookup of a
+        stored answer (its value still refreshes the entry), but not the flights: a flight in
+        progress is a fresh computation already, so it is followed, and a new one is
+        registered like any other, so identical requests arriving meanwhile (with or without
+        ``use_cache``) follow it instead of each calling Gemini. A normal request still takes
+        a stored answer first, if there is one.
         """
         with self._lock:
-            if use_cache:
-                if key in self._cache:
-                    self.hits += 1
-                    return self._cache[key], None, False
-                flight = self._flights.get(key)
-                if flight is not None:
-                    self.hits += 1
-                    return None, flight, False
-                flight = self._flights[key] = Flight()
-            else:
-                flight = Flight()
+            if use_cache and key in self._cache:
+                self.hits += 1
+                return self._cache[key], None, False
+            flight = self._flights.get(key)
+            if flight is not None:
+                self.hits += 1
+                return None, flight, False
+            flight = self._flights[key] = Flight()
             self.misses += 1
             return None, flight, True
 

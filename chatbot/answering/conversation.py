@@ -10,7 +10,8 @@ Retrieval embeds one text, so a follow-up that leans on earlier turns ("and in B
   as quoted, escaped data inside a ``<conversation>`` block, never as instructions.
 
 ``history_block`` formats the earlier turns the same way for the answer prompt
-(chatbot/answering/answerers.py ``build_prompt``).
+(chatbot/answering/answerers.py ``build_prompt``), and ``quote`` is the one escaping helper
+that every prompt block uses: passages, turns, messages and questions alike.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "history_block",
     "is_follow_up",
     "offline_standalone",
+    "quote",
 ]
 logger = logging.getLogger(__name__)
 
@@ -158,8 +160,15 @@ def offline_standalone(message: str, history: Sequence[Turn]) -> str:
     return f"{message.strip()} {' '.join(subject[:MAX_SUBJECT_TERMS])}"
 
 
-def _quote(text: str) -> str:
-    """Escape text so it cannot close or forge the tags around it (& < > " ')."""
+def quote(text: str) -> str:
+    """Escape text so it cannot close or forge the tags around it (& < > " ').
+
+    The one escaping helper of every prompt (the answer prompt's passages, conversation and
+    question, the condense prompt's conversation and message), usable in element text and in
+    double-quoted attribute values alike. ``&`` is escaped too, so text that already contains
+    an escaped tag (``&lt;/context&gt;``) stays that literal text and never decodes into a
+    delimiter: ``html.unescape(quote(text)) == text`` for any text.
+    """
     return html.escape(text, quote=True)
 
 
@@ -169,13 +178,13 @@ def history_block(history: Sequence[Turn]) -> str:
     Content and role are escaped, so a turn containing ``</conversation>`` or ``<context>``
     stays inside its own ``<turn>``. For a prompt's user part, never a system instruction.
     """
-    turns = [f'<turn role="{_quote(t.role)}">{_quote(t.content)}</turn>' for t in history]
+    turns = [f'<turn role="{quote(t.role)}">{quote(t.content)}</turn>' for t in history]
     return "<conversation>\n" + "".join(t + "\n" for t in turns) + "</conversation>"
 
 
 def condense_prompt(message: str, history: Sequence[Turn]) -> str:
     """The user part of the condense call: the conversation, then the message, both quoted."""
-    return f"{history_block(history)}\n\n<message>{_quote(message)}</message>"
+    return f"{history_block(history)}\n\n<message>{quote(message)}</message>"
 
 
 Source = Literal["gemini", "rule", "none"]

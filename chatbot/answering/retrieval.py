@@ -6,6 +6,7 @@ both sides open Chroma with the same settings.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,10 @@ from chatbot.errors import SnapshotError
 
 __all__ = ["COLLECTION", "KnowledgeIndex", "Passage", "open_client"]
 COLLECTION = "knowledge"
+# The smoke query asks for this many neighbours of a stored vector; the vector's own chunk
+# must be among them, at a cosine distance of (almost) zero.
+SMOKE_RESULTS = 10
+SMOKE_MAX_DISTANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -47,11 +52,42 @@ class KnowledgeIndex:
         self.path = path
         self._client = open_client(path)
         try:
-            self._collection = self._client.get_collection(COLLECTION)
-        except Exception as exc:
-            raise SnapshotError(f"snapshot at {path} has no '{COLLECTION}' collection") from exc
-        self._lock = threading.Lock()
-        self.count = self._collection.count()
+            try:
+                self._collection = self._client.get_collection(COLLECTION)
+            except Exception as exc:
+                raise SnapshotError(f"snapshot at {path} has no '{COLLECTION}' collection") from exc
+            self._lock = threading.Lock()
+            self.count = self._collection.count()
+        except BaseException:
+            with contextlib.suppress(Exception):  # a refused snapshot's files must be deletable
+                self._client.close()
+            raise
+
+    def smoke_query(self) -> None:
+        """Query with a vector the collection itself stores: its own chunk must come back.
+
+        Run once after opening (serving, and the admin's activation, which has no embedder):
+        a corrupt HNSW index can open and count fine and fail only here. Chroma's own errors
+        are left to the caller to turn into a refusal; a wrong answer is a SnapshotError.
+        """
+        if self.count < 1:
+            raise SnapshotError(f"snapshot at {self.path} holds no chunks")
+        with self._lock:
+            probe = self._collection.get(limit=1, include=["embeddings"])
+            ids, vectors = probe["ids"], probe["embeddings"]
+            if not len(ids) or vectors is None or not len(vectors):
+                raise SnapshotError(f"snapshot at {self.path} returned no stored vector")
+            result = self._collection.query(
+                query_embeddings=[np.asarray(vectors[0], dtype=np.float32)],
+                n_results=min(SMOKE_RESULTS, self.count),
+                include=["distances"],
+            )
+        found = dict(zip(result["ids"][0], result["distances"][0], strict=True))
+        if ids[0] not in found or float(found[ids[0]]) > SMOKE_MAX_DISTANCE:
+            raise SnapshotError(
+                f"smoke query on the snapshot at {self.path} did not find chunk {ids[0]!r} "
+                "by its own vector"
+            )
 
     def query(self, vector: np.ndarray, k: int) -> list[Passage]:
         """The k passages nearest to ``vector``, best first."""

@@ -12,6 +12,8 @@ retrieval finds what it refers to, and the conversation reaches the answerer as 
 A streamed answer does everything that can fail with an ordinary HTTP status (no snapshot,
 say) before it returns, then yields events: ``meta`` (answer id, sources) before any text,
 ``delta`` pieces whose concatenation is the non-streamed answer, and ``done`` or ``error``.
+(Over 300 lines on purpose: the order of work in both its forms, whole and streamed, stays in
+one module so the two cannot drift apart.)
 """
 
 from __future__ import annotations
@@ -43,7 +45,13 @@ from chatbot.bucket.following import STORAGE_RETRY_SECONDS, BucketFollower
 from chatbot.bucket.serving import LiveSnapshot, SnapshotServer
 from chatbot.bucket.storage import Storage, open_storage
 from chatbot.config import Settings
-from chatbot.errors import FRIENDLY_GENERATION_ERROR, ChatbotError, GenerationUnavailable, NotReady
+from chatbot.errors import (
+    FRIENDLY_GENERATION_ERROR,
+    ChatbotError,
+    GenerationUnavailable,
+    NotReady,
+    SnapshotUnavailable,
+)
 from chatbot.logs import annotate, truncate
 
 __all__ = ["ChatResult", "ChatService", "Event"]
@@ -344,19 +352,27 @@ class ChatService:
         return self.cache.stats()
 
     def health(self) -> tuple[int, dict]:
-        """(status, body) for GET /health: 503 with the reason while not ready."""
+        """(status, body) for GET /health, which is public: ready or not, and what is served.
+
+        No storage URI, refusal reason or storage error here: those reach the operator
+        through the logs and this instance's heartbeat (the admin's GET /cache/stats).
+        """
         try:
             with self.lease():
                 pass
-        except NotReady as exc:
-            ready, message = False, exc.message
+        except NotReady:
+            ready, message = False, SnapshotUnavailable.PUBLIC
         else:
             ready, message = True, "Romega Chatbot is ready"
+        served = self.snapshots.status()
         body = {
             "status": "healthy" if ready else "unhealthy",
             "message": message,
             "cache_size": len(self.cache),
-            "snapshot": {"epoch": self.follower.epoch, **self.snapshots.status()},
+            "snapshot": {
+                "version": served.get("version"),
+                **{k: served[k] for k in ("documents", "chunks") if served.get(k) is not None},
+            },
             "generator": self.generator.name,
         }
         if ready:

@@ -1,7 +1,8 @@
 """How a chat instance follows the bucket: the cold start, LATEST, the cache epoch, heartbeats.
 
 On the first request the instance restores LATEST (bounded retries; a failure is reported as
-503 with the reason, and retried by later requests after a short backoff). Afterwards, at
+503 with the reason, and retried by later requests after a short backoff; a refused version
+is not restored again, so a bad snapshot costs one restore, not one per request). Afterwards, at
 most every CONTROL_POLL_SECONDS, a background thread started by a request reads the cache
 epoch and LATEST and has the ``SnapshotServer`` load a new version; at most every
 HEARTBEAT_SECONDS it writes this instance's heartbeat. None of it blocks or fails a visitor:
@@ -24,7 +25,7 @@ from datetime import UTC, datetime
 from chatbot.bucket.control import MalformedEpoch, read_epoch, write_heartbeat
 from chatbot.bucket.layout import read_latest
 from chatbot.bucket.serving import SnapshotServer
-from chatbot.errors import NotReady, SnapshotError, StorageError
+from chatbot.errors import SnapshotError, SnapshotUnavailable, StorageError
 from chatbot.logs import truncate
 
 __all__ = [
@@ -76,14 +77,14 @@ class BucketFollower:
     # -- the cold start -------------------------------------------------------------------
 
     def ensure_ready(self) -> None:
-        """Load LATEST if nothing is served yet; NotReady (503) with the reason if that fails."""
+        """Load LATEST if nothing is served yet; SnapshotUnavailable (503) if that fails."""
         if self.server.live is not None:
             return
         with self.server.load_lock:
             if self.server.live is not None:
                 return
             if self._clock() < self._next_cold_attempt:
-                raise NotReady(self.not_ready_reason)
+                raise SnapshotUnavailable(self.not_ready_reason)
             last_error: Exception | None = None
             for attempt in range(COLD_START_ATTEMPTS):
                 try:
@@ -105,6 +106,10 @@ class BucketFollower:
                     )
                     if attempt + 1 < COLD_START_ATTEMPTS:
                         self._sleep(0.2 * 2**attempt)
+                except Exception as exc:  # noqa: BLE001 - a 503 with a backoff, never a 500 loop
+                    logger.error("Cold start failed unexpectedly", exc_info=True)
+                    last_error = SnapshotError(f"cannot load a snapshot: {exc!r:.300}")
+                    break
             if isinstance(last_error, StorageError):
                 self.not_ready_reason = (
                     f"cannot read the snapshot store: {truncate(str(last_error), 200)}"
@@ -113,7 +118,7 @@ class BucketFollower:
                 self.not_ready_reason = str(last_error)
             self._next_cold_attempt = self._clock() + COLD_START_BACKOFF
             logger.error("No snapshot can be served: %s", last_error)
-            raise NotReady(self.not_ready_reason)
+            raise SnapshotUnavailable(self.not_ready_reason)
 
     # -- polling --------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ __all__ = [
     "EVENTS_PREFIX",
     "INSTANCES_PREFIX",
     "LATEST",
+    "MAX_MANIFEST_BYTES",
     "SNAPSHOTS",
     "Latest",
     "Manifest",
@@ -49,6 +50,8 @@ SNAPSHOTS = "snapshots"
 EPOCH_KEY = "control/cache-epoch"
 INSTANCES_PREFIX = "control/instances/"
 EVENTS_PREFIX = "events/"
+# A real manifest is a few KiB (its largest part is the list of sources).
+MAX_MANIFEST_BYTES = 1 << 20
 
 
 def archive_key(version: str) -> str:
@@ -140,8 +143,12 @@ def write_latest(storage: Storage, version: str, *, generation: int) -> int:
 class Manifest:
     """What a published snapshot claims to be; checked before anything is served.
 
-    Fields: version, created_at, chromadb, embedding {backend, model, sha256, dimension},
-    chunking, counts {documents, chunks}, sources, archive {sha256, bytes, unpacked_bytes}.
+    Fields (``parse`` checks each one's type; the optional ones may be missing or null):
+    version (a plain name), created_at (str, optional), chromadb (str, optional),
+    embedding {backend str, model str, sha256 str or null, dimension int >= 1},
+    chunking (object, optional), counts {chunks int >= 0, documents int >= 0 optional},
+    sources (list of str, optional), archive {sha256 (64 hex digits), bytes int >= 0,
+    unpacked_bytes int >= 0 (the sum of the files' sizes)}. Unknown fields are kept.
     """
 
     data: dict
@@ -162,17 +169,30 @@ class Manifest:
     def chunks(self) -> int:
         return int(self.data["counts"]["chunks"])
 
+    @property
+    def unpacked_bytes(self) -> int:
+        """What the archive's files add up to once extracted."""
+        return int(self.archive["unpacked_bytes"])
+
     @classmethod
     def parse(cls, raw: bytes, expected_version: str | None = None) -> Manifest:
-        """A manifest from its JSON bytes; SnapshotError when a required field is missing."""
+        """A manifest from its JSON bytes; SnapshotError naming the first field that is wrong.
+
+        Every field a reader relies on is checked for its type (and range) here, so nothing
+        downstream meets a manifest that makes it raise anything but SnapshotError.
+        """
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise SnapshotError(f"manifest is {len(raw)} bytes, more than {MAX_MANIFEST_BYTES}")
         try:
             data = json.loads(raw)
-            version = data["version"]
-            _ = data["embedding"]["model"], data["embedding"]["sha256"]
-            _ = data["archive"]["sha256"], int(data["archive"]["bytes"])
-            _ = int(data["counts"]["chunks"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise SnapshotError(f"manifest is malformed: {exc!r}") from None
+        # UnicodeDecodeError is a ValueError; RecursionError comes from deeply nested input.
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise SnapshotError(f"manifest is not JSON: {str(exc)[:200]}") from None
+        try:
+            _check_manifest(data)
+        except _Malformed as exc:
+            raise SnapshotError(f"manifest is malformed: {exc}") from None
+        version = data["version"]
         if expected_version is not None and version != expected_version:
             raise SnapshotError(
                 f"manifest names version {version!r}, expected {expected_version!r}"
@@ -196,6 +216,68 @@ class Manifest:
             "chunks": self.chunks,
             "embedding_model": self.embedding["model"],
         }
+
+
+# -- checking a manifest's fields -----------------------------------------------------------
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_MISSING = object()
+
+
+class _Malformed(Exception):
+    """A manifest field is missing or of the wrong type; the message names it."""
+
+
+def _field(data: dict, path: str, kinds: tuple[type, ...], *, required: bool = True) -> object:
+    """``data[a][b]`` for ``path`` "a.b", checked to be one of ``kinds`` (bool is no int)."""
+    value: object = data
+    for part in path.split("."):
+        if not isinstance(value, dict):
+            raise _Malformed(f"{path} is missing (its parent is not an object)")
+        value = value.get(part, _MISSING)
+    if value is _MISSING:
+        if required:
+            raise _Malformed(f"{path} is missing")
+        return None
+    if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+        names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+        raise _Malformed(f"{path} must be {names}, not {type(value).__name__} {value!r:.60}")
+    return value
+
+
+def _count(data: dict, path: str, *, required: bool = True, minimum: int = 0) -> None:
+    value = _field(data, path, (int,), required=required)
+    if value is not None and value < minimum:  # type: ignore[operator]
+        raise _Malformed(f"{path} must be an integer >= {minimum}, not {value}")
+
+
+def _check_manifest(data: object) -> None:
+    """Raise _Malformed unless ``data`` has every field of a manifest, each of its type."""
+    if not isinstance(data, dict):
+        raise _Malformed(f"the manifest must be a JSON object, not {type(data).__name__}")
+    version = _field(data, "version", (str,))
+    if not valid_version(version):  # type: ignore[arg-type]
+        raise _Malformed(f"version {version!r:.80} is not a plain snapshot name")
+    _field(data, "created_at", (str, type(None)), required=False)
+    _field(data, "chromadb", (str, type(None)), required=False)
+    _field(data, "chunking", (dict, type(None)), required=False)
+    sources = _field(data, "sources", (list, type(None)), required=False)
+    if sources is not None and not all(isinstance(s, str) for s in sources):  # type: ignore[union-attr]
+        raise _Malformed("sources must be a list of strings")
+    _field(data, "embedding", (dict,))
+    _field(data, "embedding.backend", (str,))
+    _field(data, "embedding.model", (str,))
+    _field(data, "embedding.sha256", (str, type(None)))
+    _count(data, "embedding.dimension", minimum=1)
+    _field(data, "counts", (dict,))
+    _count(data, "counts.chunks")
+    _count(data, "counts.documents", required=False)
+    _field(data, "archive", (dict,))
+    sha256 = _field(data, "archive.sha256", (str,))
+    if not _SHA256_HEX.fullmatch(sha256):  # type: ignore[arg-type]
+        raise _Malformed(f"archive.sha256 must be 64 lowercase hex digits, not {sha256!r:.80}")
+    _count(data, "archive.bytes")
+    _count(data, "archive.unpacked_bytes")
 
 
 def read_manifest(storage: Storage, version: str) -> Manifest:

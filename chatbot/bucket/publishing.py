@@ -3,12 +3,18 @@
 ``publish`` uploads a new snapshot (the indexer), ``activate`` points LATEST at one already
 published (the admin function's rollback), ``list_published`` describes what is there. Both
 writers replace LATEST under the generation they read, so two of them cannot interleave.
+
+``activate`` checks its target as a chat instance would before it moves LATEST (strict
+manifest, the embedder of the snapshot LATEST names, sha256 and size, a safe extraction
+within the same caps, opening it and a smoke query), so a rollback cannot take the fleet
+down: what it refuses, a chat instance would have refused too.
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +29,16 @@ from chatbot.bucket.layout import (
     valid_version,
     write_latest,
 )
-from chatbot.bucket.restore import check_archive
+from chatbot.bucket.restore import (
+    MAX_MEMBERS,
+    MAX_UNPACKED_BYTES,
+    OpenedIndex,
+    check_archive,
+    check_embedder,
+    check_limits,
+    open_verified,
+    safe_extract,
+)
 from chatbot.bucket.storage import Storage
 from chatbot.errors import ObjectNotFound, PreconditionFailed, SnapshotError
 
@@ -68,6 +83,8 @@ def publish(storage: Storage, built: BuiltSnapshot) -> str:
 
     LATEST is replaced under the generation it had when publishing began, so when two
     publishers race exactly one wins; the loser removes its own objects and fails loudly.
+    The error raised is always the one that stopped the publish: a failed clean-up (the
+    indexer's account may not be allowed to delete) is logged, never raised instead.
     """
     version = built.manifest.version
     latest_generation = read_latest(storage).generation
@@ -79,10 +96,15 @@ def publish(storage: Storage, built: BuiltSnapshot) -> str:
         storage.write(manifest_key(version), built.manifest.to_bytes(), if_generation_match=0)
         write_latest(storage, version, generation=latest_generation)
     except PreconditionFailed:
-        _withdraw(storage, version)
+        left = _withdraw(storage, version)
         raise SnapshotError(
             f"another publisher changed {storage.uri}/LATEST while {version} was uploading; "
-            "nothing was published: rebuild and try again"
+            + (
+                "nothing was published: rebuild and try again"
+                if not left
+                else f"LATEST was not changed, but {', '.join(left)} could not be removed "
+                "(see the log): rebuild and try again"
+            )
         ) from None
     except BaseException:
         _withdraw(storage, version)
@@ -91,9 +113,21 @@ def publish(storage: Storage, built: BuiltSnapshot) -> str:
     return version
 
 
-def _withdraw(storage: Storage, version: str) -> None:
-    storage.delete(archive_key(version))
-    storage.delete(manifest_key(version))
+def _withdraw(storage: Storage, version: str) -> list[str]:
+    """Remove a half-published version's objects; returns the keys that could not be removed.
+
+    Never raises: the caller is already failing with the error that matters.
+    """
+    left = []
+    for key in (archive_key(version), manifest_key(version)):
+        try:
+            storage.delete(key)
+        except Exception:  # noqa: BLE001 - logged; the original error is re-raised instead
+            logger.error(
+                "Could not remove %s/%s after a failed publish", storage.uri, key, exc_info=True
+            )
+            left.append(key)
+    return left
 
 
 @dataclass(frozen=True)
@@ -108,9 +142,26 @@ class Activation:
         return self.manifest.version
 
 
-def verify_published(storage: Storage, version: str) -> Manifest:
-    """Read the manifest, download the archive and check its size and sha256 against it."""
-    manifest = read_manifest(storage, version)
+OpenIndex = Callable[[Path], OpenedIndex]
+
+
+def _default_open_index() -> OpenIndex:
+    # Imported on use: bucket/ does not import answering/ (the admin function passes it).
+    from chatbot.answering.retrieval import KnowledgeIndex
+
+    return KnowledgeIndex
+
+
+def _check_contents(
+    storage: Storage,
+    manifest: Manifest,
+    open_index: OpenIndex,
+    max_bytes: int,
+    max_members: int,
+) -> None:
+    """Download, check, extract (in a temporary directory), open and smoke-query a snapshot."""
+    version = manifest.version
+    check_limits(manifest, max_bytes)
     with tempfile.TemporaryDirectory(prefix="romega-verify-") as tmp:
         archive = Path(tmp) / "snapshot.tar.zst"
         try:
@@ -118,18 +169,70 @@ def verify_published(storage: Storage, version: str) -> Manifest:
         except ObjectNotFound:
             raise SnapshotError(f"snapshot {version} has a manifest but no archive") from None
         check_archive(archive, manifest)
+        path = Path(tmp) / "chroma"
+        safe_extract(archive, path, max_bytes, max_members, expected_bytes=manifest.unpacked_bytes)
+        archive.unlink()
+        open_verified(path, manifest, open_index).close()
+
+
+def verify_published(
+    storage: Storage,
+    version: str,
+    *,
+    open_index: OpenIndex | None = None,
+    max_bytes: int = MAX_UNPACKED_BYTES,
+    max_members: int = MAX_MEMBERS,
+) -> Manifest:
+    """Check a published version as a chat instance would, short of its embedder.
+
+    The manifest is parsed strictly, the archive downloaded and checked against its sha256
+    and size, extracted within the caps into a temporary directory, opened with
+    ``open_index`` (default: chatbot.answering.retrieval.KnowledgeIndex) and smoke-queried
+    with a vector read from the collection itself. SnapshotError says what is wrong.
+    """
+    manifest = read_manifest(storage, version)
+    _check_contents(storage, manifest, open_index or _default_open_index(), max_bytes, max_members)
     return manifest
 
 
-def activate(storage: Storage, version: str) -> Activation:
-    """Point LATEST at an already-published version once its archive checks out.
+def _check_same_embedder(storage: Storage, manifest: Manifest, current: str | None) -> None:
+    """Refuse a target built with another embedder than the snapshot LATEST names.
 
-    LATEST is replaced under the generation it had before the check, so a publish that
-    lands meanwhile is not silently overwritten: PreconditionFailed instead.
+    The admin function has no model files to fingerprint; the live snapshot's manifest
+    stands for what the chat instances run. With no readable current manifest there is
+    nothing to compare with (the chat instances still check their own fingerprint).
+    """
+    if current is None or current == manifest.version:
+        return
+    try:
+        live = read_manifest(storage, current)
+    except SnapshotError as exc:
+        logger.warning(
+            "Not comparing embedders: LATEST's snapshot %s is unreadable: %s", current, exc
+        )
+        return
+    check_embedder(manifest, live.embedding, user=f"LATEST ({current})")
+
+
+def activate(
+    storage: Storage,
+    version: str,
+    *,
+    open_index: OpenIndex | None = None,
+    max_bytes: int = MAX_UNPACKED_BYTES,
+    max_members: int = MAX_MEMBERS,
+) -> Activation:
+    """Point LATEST at an already-published version once it checks out as a chat instance's.
+
+    See ``verify_published``; besides, its embedder must be the one of the snapshot LATEST
+    names now. LATEST is replaced under the generation it had before the checks, so a
+    publish that lands meanwhile is not silently overwritten: PreconditionFailed instead.
     """
     latest = read_latest(storage)
     previous = latest.version
-    manifest = verify_published(storage, version)
+    manifest = read_manifest(storage, version)
+    _check_same_embedder(storage, manifest, previous)
+    _check_contents(storage, manifest, open_index or _default_open_index(), max_bytes, max_members)
     if previous != version:
         write_latest(storage, version, generation=latest.generation)
         logger.info("LATEST moved from %s to %s", previous, version)

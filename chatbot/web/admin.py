@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import flask
 
+from chatbot.answering.retrieval import KnowledgeIndex
 from chatbot.bucket.control import bump_epoch, fleet_view
 from chatbot.bucket.layout import manifest_key, read_latest
 from chatbot.bucket.publishing import activate, list_published
@@ -149,12 +150,18 @@ class AdminHandlers:
         return Reply(listing.model_dump(exclude_unset=True))
 
     def activate(self, request: flask.Request) -> Reply:
-        """POST /snapshots/activate: point LATEST at a published version that checks out."""
+        """POST /snapshots/activate: point LATEST at a published version that checks out.
+
+        The target is checked as a chat instance would check it (chatbot/bucket/publishing.py
+        ``activate``: manifest, the embedder of the snapshot LATEST names, archive, a safe
+        extraction, opening it with Chroma and a smoke query); any refusal is a 409 with the
+        reason, and LATEST stays where it was.
+        """
         version = parse_body(request, ActivateRequest, self.settings.max_body_bytes).version
         if self.storage.generation(manifest_key(version)) is None:
             raise NotFound(f"Snapshot {version} is not published (see GET /snapshots)")
         try:
-            done = activate(self.storage, version)
+            done = activate(self.storage, version, open_index=KnowledgeIndex)
         except SnapshotError as exc:
             raise Conflict(f"Snapshot {version} cannot be activated: {exc}") from None
         annotate(version=version, previous=done.previous)

@@ -80,7 +80,13 @@ def create_chat_app(
 
 
 def create_admin_app(settings: Settings, storage: Storage | None = None) -> FunctionApp:
-    """The private admin function: every route behind the X-Admin-Token check."""
+    """The private admin function: every request behind the X-Admin-Token check.
+
+    The token is checked before the route is looked up (without it every path and method
+    answers 401: the routes do not show), failed attempts share one per-IP limit
+    (RATE_LIMIT_ADMIN) across all routes, and no CORS header is ever sent: no browser page
+    is meant to call this API.
+    """
     configure_logging(settings)
     if not settings.admin_token:
         logging.getLogger("chatbot.admin").warning(
@@ -94,5 +100,8 @@ def create_admin_app(settings: Settings, storage: Storage | None = None) -> Func
         index=handlers.index,
         index_rate="rate_limit_admin",
         guard=handlers.guarded,
+        authorize=handlers.authorize,
+        failed_auth_rate="rate_limit_admin",
+        cors=False,
     )
     return FunctionApp(settings, router)

@@ -242,27 +242,25 @@ class GenerationError(ResponseBody):
 
 
 class SnapshotStatus(ResponseBody):
-    """The snapshot this instance serves (fields past ``version`` once one is loaded)."""
+    """The snapshot this instance serves: its version and size, nothing about where it lives.
 
-    uri: str = Field(description="Where snapshots are published.")
-    epoch: int = Field(description="The cache epoch.")
-    version: str | None = Field(description="null until loaded.")
-    created_at: str | None = None
-    documents: int | None = None
-    chunks: int = 0
-    embedding_model: str = ""
-    restore_seconds: dict[str, float] = Field(default_factory=dict)
-    refused: dict[str, str] = Field(
-        default_factory=dict,
-        description="Snapshots this instance refused to serve, with the reason.",
-    )
+    Refused versions and their reasons are in this instance's heartbeat (the admin function's
+    GET /cache/stats), not here: /health is public.
+    """
+
+    version: str | None = Field(description="null until one is loaded.")
+    documents: NonNegative | None = None
+    chunks: NonNegative = 0
 
 
 class Health(ResponseBody):
-    """Readiness: healthy with the snapshot served, or unhealthy with the reason."""
+    """Readiness: healthy with the snapshot served, or unhealthy (the reason is not public)."""
 
     status: Literal["healthy", "unhealthy"]
-    message: str
+    message: str = Field(
+        description="'Romega Chatbot is ready', or that no snapshot can be served yet; why "
+        "is in the logs and the admin function's GET /cache/stats."
+    )
     api_version: str
     cache_size: NonNegative
     snapshot: SnapshotStatus

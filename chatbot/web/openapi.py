@@ -18,6 +18,7 @@ from chatbot.answering.answerers import CONTACT_EMAIL
 from chatbot.config import API_VERSION, Settings
 from chatbot.errors import FRIENDLY_GENERATION_ERROR
 from chatbot.web import models
+from chatbot.web.bodies import BODY_DEADLINE_SECONDS
 from chatbot.web.docs import DOCS_ASSETS
 
 __all__ = ["admin_document", "chat_document", "limit_text"]
@@ -177,6 +178,34 @@ def _request_body(schema: str, **examples: object) -> dict:
     return {"required": True, "content": {JSON: {"schema": _ref(schema), **examples}}}
 
 
+def _body_responses(settings: Settings) -> dict:
+    """The shared 413 and 408: the body is dealt with before the route and its limit, so
+    these carry no X-RateLimit-* headers (nothing was counted)."""
+    return {
+        "TooLarge": _error(
+            f"The body is larger than MAX_BODY_BYTES ({settings.max_body_bytes} bytes): "
+            "refused by its Content-Length without reading it, or once a chunked body passes "
+            "the limit.",
+            f"Request body is larger than {settings.max_body_bytes} bytes",
+        ),
+        "BodyTimeout": _error(
+            f"The body did not arrive within {BODY_DEADLINE_SECONDS:g} s.",
+            f"Request body did not arrive within {BODY_DEADLINE_SECONDS:g} s",
+        ),
+    }
+
+
+def _body_rules(settings: Settings) -> str:
+    """What every route of both functions does with a request body, before anything else."""
+    return (
+        f"On every route, before the route is looked up or its limit counted, a body larger "
+        f"than MAX_BODY_BYTES ({settings.max_body_bytes} bytes) is refused with 413 (by its "
+        "Content-Length, unread), malformed chunked framing or a body shorter than its "
+        f"Content-Length with 400, and a body not in within {BODY_DEADLINE_SECONDS:g} s with "
+        "408; these carry no X-RateLimit-* headers."
+    )
+
+
 # -- chat function --------------------------------------------------------------------------
 
 
@@ -197,16 +226,7 @@ def _chat_paths(settings: Settings) -> dict:
         "message": "Romega Chatbot is ready",
         "api_version": API_VERSION,
         "cache_size": 3,
-        "snapshot": {
-            "uri": "gs://romega-knowledge/chatbot",
-            "epoch": 0,
-            "version": EXAMPLE_VERSION,
-            "created_at": "2026-01-04T10:30:15+00:00",
-            "documents": 14,
-            "chunks": 120,
-            "embedding_model": "all-MiniLM-L6-v2",
-            "restore_seconds": {"download": 0.21, "extract": 0.05},
-        },
+        "snapshot": {"version": EXAMPLE_VERSION, "documents": 14, "chunks": 120},
         "generator": "gemini:gemini-2.5-flash",
         "uptime_seconds": 812.4,
     }
@@ -226,10 +246,8 @@ def _chat_paths(settings: Settings) -> dict:
                 "The body is not a JSON object with a valid `message`.",
                 "Field 'message' is required",
             ),
-            "413": _error(
-                f"The body is larger than {settings.max_body_bytes} bytes.",
-                f"Request body is larger than {settings.max_body_bytes} bytes",
-            ),
+            "408": _shared("BodyTimeout"),
+            "413": _shared("TooLarge"),
             "415": _error(
                 "The Content-Type is not application/json.",
                 "Content-Type must be application/json, got text/plain",
@@ -247,7 +265,7 @@ def _chat_paths(settings: Settings) -> dict:
                 examples={
                     "not_ready": {
                         "value": {
-                            "error": "Service not ready: no snapshot loaded yet",
+                            "error": "Service not ready: no snapshot can be served yet",
                             "status": "error",
                         }
                     },
@@ -334,10 +352,8 @@ def _chat_paths(settings: Settings) -> dict:
             "400": _error(
                 "The body is not a valid rating.", "Field 'rating' must be 'up' or 'down'"
             ),
-            "413": _error(
-                f"The body is larger than {settings.max_body_bytes} bytes.",
-                f"Request body is larger than {settings.max_body_bytes} bytes",
-            ),
+            "408": _shared("BodyTimeout"),
+            "413": _shared("TooLarge"),
             "415": _error(
                 "The Content-Type is not application/json.",
                 "Content-Type must be application/json, got text/plain",
@@ -367,11 +383,25 @@ def _chat_paths(settings: Settings) -> dict:
                 "health",
                 "info",
                 "Readiness",
-                "200 when a verified snapshot is served; 503 with the reason otherwise. "
+                "200 when a verified snapshot is served, 503 otherwise. Public, so it says "
+                "only whether and what: why an instance is not ready, or refused a snapshot, "
+                "is in its logs and its heartbeat (the admin function's GET /cache/stats). "
                 "Not rate limited.",
                 {
                     "200": _json("Ready.", _ref("Health"), example=health),
-                    "503": _json("Not ready; `message` says why.", _ref("Health"), "Retry-After"),
+                    "503": _json(
+                        "Not ready: no snapshot can be served yet.",
+                        _ref("Health"),
+                        "Retry-After",
+                        example={
+                            "status": "unhealthy",
+                            "message": "Service not ready: no snapshot can be served yet",
+                            "api_version": API_VERSION,
+                            "cache_size": 0,
+                            "snapshot": {"version": None},
+                            "generator": "gemini:gemini-2.5-flash",
+                        },
+                    ),
                 },
             )
         },
@@ -439,7 +469,7 @@ def _chat_paths(settings: Settings) -> dict:
 def chat_document(settings: Settings) -> dict:
     """The OpenAPI 3.1 document of the public chat function."""
     paths = _chat_paths(settings)
-    components = _components(paths)
+    components = _components(paths, **_body_responses(settings))
     # The one limit pydantic cannot know: it comes from MAX_MESSAGE_CHARS.
     message = components["schemas"]["ChatRequest"]["properties"]["message"]
     message["maxLength"] = settings.max_message_chars
@@ -451,7 +481,7 @@ def chat_document(settings: Settings) -> dict:
             "description": "Answers questions about Romega Solutions from its own documentation. "
             "Limits are per client IP and per route (moving window). Every error is JSON with a "
             'clear message: `{"error": ..., "status": "error"}`; any other path answers 404 and '
-            "any other method 405, both with that body.",
+            f"any other method 405, both with that body. {_body_rules(settings)}",
             "contact": {"email": CONTACT_EMAIL},
         },
         "servers": [{"url": "/"}],
@@ -494,6 +524,7 @@ def admin_document(settings: Settings) -> dict:
             "400": _error(
                 'The body is not {"version": <snapshot name>}.', "Field 'version' is required"
             ),
+            "408": _shared("BodyTimeout"),
             "404": _error(
                 "No such published version.",
                 f"Snapshot {EXAMPLE_VERSION} is not published (see GET /snapshots)",
@@ -502,10 +533,7 @@ def admin_document(settings: Settings) -> dict:
                 "The snapshot fails its checks, or another writer changed the bucket meanwhile.",
                 f"Snapshot {EXAMPLE_VERSION} cannot be activated: ...",
             ),
-            "413": _error(
-                f"The body is larger than {settings.max_body_bytes} bytes.",
-                f"Request body is larger than {settings.max_body_bytes} bytes",
-            ),
+            "413": _shared("TooLarge"),
             "415": _error(
                 "The Content-Type is not application/json.",
                 "Content-Type must be application/json, got text/plain",
@@ -564,8 +592,30 @@ def admin_document(settings: Settings) -> dict:
     }
     components = _components(
         paths,
+        **_body_responses(settings),
+        # Without a valid token nothing about the routes shows: 404, 405 and OPTIONS need one.
+        NotFound=_error(
+            "No such route (any path not in this document), with a valid X-Admin-Token; "
+            "without one every path answers 401.",
+            "No route /nope; see GET / for the API",
+        ),
+        MethodNotAllowed=_error(
+            "The path exists but not with this method (`Allow` lists the methods it takes), "
+            "with a valid X-Admin-Token; without one every method answers 401.",
+            "Method GET not allowed; use DELETE, OPTIONS",
+            "Allow",
+        ),
+        Preflight={
+            "description": "The methods this path accepts, with a valid X-Admin-Token "
+            "(without one, 401). No CORS headers: the admin API is not for browsers.",
+            "headers": _headers("X-Request-Id", "Allow"),
+        },
         Unauthorized=_error(
-            "X-Admin-Token is missing or wrong, or no ADMIN_TOKEN is configured (fail closed).",
+            "X-Admin-Token is missing or wrong, or no ADMIN_TOKEN is configured (fail closed). "
+            "Checked before the route is looked up: any path and method answers this without "
+            "a valid token. Failed attempts from one client IP share one limit across all "
+            "routes (RATE_LIMIT_ADMIN); past it every request from that IP answers 429 until "
+            "the window frees, before its token is compared.",
             "Missing or invalid X-Admin-Token",
         ),
         StoreUnreachable=_error(
@@ -588,7 +638,9 @@ def admin_document(settings: Settings) -> dict:
             "title": "Romega Chatbot admin API",
             "version": API_VERSION,
             "description": "Fleet-wide cache control and snapshot rollback. Private: every "
-            "request needs the X-Admin-Token header.",
+            "request needs the X-Admin-Token header; without a valid one every path and method "
+            "answers 401 (so 404, 405 and OPTIONS need the token). No CORS headers are sent. "
+            f"{_body_rules(settings)}",
             "contact": {"email": CONTACT_EMAIL},
         },
         "servers": [{"url": "/"}],

@@ -1,4 +1,9 @@
-"""Per-IP, per-route moving-window rate limits (the `limits` library) and client IP resolution."""
+"""Per-IP, per-route moving-window rate limits (the `limits` library) and client IP resolution.
+
+A client is an IPv4 address, or an IPv6 network: one visitor usually holds a whole /64 (and
+can pick any address in it), so an IPv6 address counts as its /IPV6_PREFIX_LENGTH network.
+An IPv4-mapped IPv6 address (``::ffff:192.0.2.1``) counts as the IPv4 address it maps.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from limits import parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
-__all__ = ["Decision", "RateLimiter", "client_ip"]
+__all__ = ["Decision", "RateLimiter", "client_ip", "limit_key"]
 SWEEP_EVERY = 1000
 
 
@@ -36,6 +41,24 @@ def client_ip(remote_addr: str | None, forwarded_for: str | None, trusted_hops: 
         return peer
 
 
+def limit_key(ip: str, ipv6_prefix_length: int = 64) -> str:
+    """Whom a limit counts: an IPv4 address, or the /``ipv6_prefix_length`` of an IPv6 one.
+
+    ``2001:db8::1`` -> ``2001:db8::/64``; ``::ffff:192.0.2.1`` -> ``192.0.2.1``. Anything that
+    is not an address (``unknown``) is its own key.
+    """
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        # A zone id (fe80::1%eth0) names the interface, not the network: it is dropped.
+        return str(ipaddress.IPv6Network((address, ipv6_prefix_length), strict=False))
+    return str(address)
+
+
 @dataclass(frozen=True)
 class Decision:
     """The outcome of one rate-limit check, with the headers to send either way."""
@@ -57,9 +80,10 @@ class Decision:
 
 
 class RateLimiter:
-    """Moving-window limits kept in this instance's memory."""
+    """Moving-window limits kept in this instance's memory, per route and client (limit_key)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ipv6_prefix_length: int = 64) -> None:
+        self.ipv6_prefix_length = ipv6_prefix_length
         self._storage = MemoryStorage()
         self._limiter = MovingWindowRateLimiter(self._storage)
         self._seen: dict[tuple[str, str, str], float] = {}
@@ -68,19 +92,32 @@ class RateLimiter:
 
     def hit(self, route: str, rate: str, ip: str) -> Decision:
         """Count one request of ``ip`` on ``route`` against ``rate`` (e.g. '20/minute')."""
+        return self._decide(route, rate, limit_key(ip, self.ipv6_prefix_length), count=True)
+
+    def peek(self, route: str, rate: str, ip: str) -> Decision:
+        """Whether one more request of ``ip`` on ``route`` would pass, without counting it."""
+        return self._decide(route, rate, limit_key(ip, self.ipv6_prefix_length), count=False)
+
+    def _decide(self, route: str, rate: str, key: str, *, count: bool) -> Decision:
         items = parse_many(rate)
         allowed = True
         tightest = None
         for item in items:
-            if not self._limiter.hit(item, route, ip):
+            passed = (
+                self._limiter.hit(item, route, key)
+                if count
+                else self._limiter.test(item, route, key)
+            )
+            if not passed:
                 allowed = False
-            stats = self._limiter.get_window_stats(item, route, ip)
+            stats = self._limiter.get_window_stats(item, route, key)
             if tightest is None or stats.remaining < tightest[1].remaining:
                 tightest = (item, stats)
         assert tightest is not None
         item, stats = tightest
         now = time.time()
-        self._remember(route, rate, ip, now + item.get_expiry())
+        if count:
+            self._remember(route, rate, key, now + item.get_expiry())
         return Decision(
             allowed=allowed,
             limit_text=str(item),
@@ -90,23 +127,23 @@ class RateLimiter:
             retry_after=max(1, math.ceil(stats.reset_time - now)) if not allowed else 0,
         )
 
-    def _remember(self, route: str, rate: str, ip: str, idle_at: float) -> None:
+    def _remember(self, route: str, rate: str, key: str, idle_at: float) -> None:
         # limits' memory storage keeps an (empty) entry for every key it has seen; clearing
         # the keys whose window has passed keeps memory bounded under many distinct IPs.
         with self._lock:
-            self._seen[(route, rate, ip)] = idle_at
+            self._seen[(route, rate, key)] = idle_at
             self._hits += 1
             if self._hits % SWEEP_EVERY:
                 return
             now = time.time()
-            idle = [key for key, at in self._seen.items() if at < now]
-            for key in idle:
-                del self._seen[key]
-        for route_, rate_, ip_ in idle:
+            idle = [seen for seen, at in self._seen.items() if at < now]
+            for seen in idle:
+                del self._seen[seen]
+        for route_, rate_, key_ in idle:
             for item in parse_many(rate_):
-                self._limiter.clear(item, route_, ip_)
+                self._limiter.clear(item, route_, key_)
 
     def tracked_keys(self) -> int:
-        """How many (route, IP) pairs are remembered: bounded by the recent traffic."""
+        """How many (route, client) pairs are remembered: bounded by the recent traffic."""
         with self._lock:
             return len(self._seen)

@@ -1,9 +1,13 @@
 """The HTTP edge shared by the chat and admin functions.
 
-One ``Router`` per function: it resolves the route (404/405), applies the per-IP rate
-limit, runs the handler, maps every error to JSON once, adds CORS and rate-limit headers,
-and writes the request's one summary log line from the fields that any layer added with
-``chatbot.logs.annotate`` while serving it. It also answers ``GET /`` with its own table.
+One ``Router`` per function sees every request first. In order: it reads the body (bounded
+in size and time, ``chatbot.web.bodies.read_body``: 413, 400 or 408 before anything else);
+with ``authorize`` (the admin function) it checks the caller before the route is even
+looked up, behind one per-IP limit on failed attempts; it resolves the route (404/405),
+applies the route's per-IP rate limit, runs the handler, maps every error to JSON once, adds
+CORS (unless ``cors=False``) and rate-limit headers, and writes the request's one summary
+log line from the fields that any layer added with ``chatbot.logs.annotate`` while serving
+it. It also answers ``GET /`` with its own table.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,12 +24,16 @@ from dataclasses import dataclass, field
 import flask
 
 from chatbot.config import Settings
-from chatbot.errors import ChatbotError, MethodNotAllowed, NotFound, RateLimited
+from chatbot.errors import ChatbotError, MethodNotAllowed, NotFound, RateLimited, Unauthorized
 from chatbot.logs import RequestContext, request_context, resumed, trace_id_from_headers
+from chatbot.web.bodies import read_body
 from chatbot.web.ratelimit import RateLimiter, client_ip
 
-__all__ = ["Handler", "Reply", "Route", "Router"]
+__all__ = ["FAILED_AUTH", "Handler", "Reply", "Route", "Router"]
 logger = logging.getLogger(__name__)
+# The rate-limit "route" every failed authorization of a client counts against, whatever
+# path it tried: guessing the token is as slow on one route as spread over all of them.
+FAILED_AUTH = "(unauthorized)"
 
 
 @dataclass
@@ -97,9 +106,25 @@ class Router:
         index: Callable[[list[dict]], dict],
         index_rate: str,
         guard: Callable[[Handler], Handler] | None = None,
+        authorize: Callable[[flask.Request], None] | None = None,
+        failed_auth_rate: str | None = None,
+        cors: bool = True,
     ) -> None:
-        """``index`` makes GET /'s body from the route listing; ``guard`` wraps every handler."""
+        """``index`` makes GET /'s body from the route listing; ``guard`` wraps every handler.
+
+        ``authorize`` (raising Unauthorized) runs for every request before its route is
+        looked up, so without credentials every path and method answers 401 and nothing
+        about the routes shows; its failures count against ``failed_auth_rate`` (a Settings
+        attribute) per client, checked before ``authorize`` runs. ``cors=False`` sends no
+        CORS headers at all.
+        """
+        if (authorize is None) != (failed_auth_rate is None):
+            raise ValueError("authorize and failed_auth_rate go together")
         self.settings = settings
+        self.authorize = authorize
+        self.failed_auth_rate = failed_auth_rate
+        self.cors = cors
+        self._auth_lock = threading.Lock()
         self._describe = index
         table = {**routes, "/": {"GET": Route(self._index, index_rate)}}
         wrap = guard or (lambda handler: handler)
@@ -109,7 +134,7 @@ class Router:
             }
             for path, methods in table.items()
         }
-        self.limiter = RateLimiter()
+        self.limiter = RateLimiter(settings.ipv6_prefix_length)
 
     def _index(self, request: flask.Request) -> Reply:
         return Reply(self._describe(self.listing()))
@@ -146,7 +171,8 @@ class Router:
             else:
                 body = reply.raw if reply.raw is not None else json.dumps(reply.body)
             response = flask.Response(body, status=reply.status, content_type=reply.content_type)
-            headers.update(_cors_headers(self.settings, request))
+            if self.cors:
+                headers.update(_cors_headers(self.settings, request))
             headers.update(reply.headers)
             for name, value in headers.items():
                 response.headers[name] = value
@@ -195,25 +221,44 @@ class Router:
         }
         logger.info("%s %s %d %.1fms", method, route, status, latency, extra={"fields": summary})
 
+    def _authorized(self, request: flask.Request, ip: str) -> None:
+        """Raise RateLimited or Unauthorized unless ``authorize`` accepts the request.
+
+        A client past its failed attempts is refused before its credentials are compared
+        (even right ones), so guessing stops at the limit; the lock makes that limit exact
+        when guesses arrive at once (the comparison takes microseconds).
+        """
+        assert self.authorize is not None and self.failed_auth_rate is not None
+        rate = getattr(self.settings, self.failed_auth_rate)
+        with self._auth_lock:
+            decision = self.limiter.peek(FAILED_AUTH, rate, ip)
+            if not decision.allowed:
+                raise RateLimited(decision.limit_text, decision.retry_after, decision.headers())
+            try:
+                self.authorize(request)
+            except Unauthorized:
+                self.limiter.hit(FAILED_AUTH, rate, ip)
+                raise
+
     def _dispatch(
         self, request: flask.Request, path: str, ip: str, headers: dict[str, str]
     ) -> Reply:
+        read_body(request, self.settings.max_body_bytes)
+        if self.authorize is not None:
+            self._authorized(request, ip)
         methods = self.routes.get(path)
         if methods is None:
             raise NotFound(f"No route {path[:100]}; see GET / for the API")
         if request.method == "OPTIONS":
-            allowed = sorted({*methods, "OPTIONS"})
-            return Reply(
-                {},
-                204,
-                {
-                    "Allow": ", ".join(allowed),
-                    "Access-Control-Allow-Methods": ", ".join(allowed),
+            allowed = ", ".join(sorted({*methods, "OPTIONS"}))
+            preflight = {"Allow": allowed}
+            if self.cors:
+                preflight |= {
+                    "Access-Control-Allow-Methods": allowed,
                     "Access-Control-Allow-Headers": "Content-Type, X-Admin-Token, X-Request-Id",
                     "Access-Control-Max-Age": "600",
-                },
-                raw=b"",
-            )
+                }
+            return Reply({}, 204, preflight, raw=b"")
         route = methods.get(request.method) or (
             methods.get("GET") if request.method == "HEAD" else None
         )
