@@ -33,6 +33,9 @@ Guarantees:
 - Fields whose names say they hold an address, token, key or secret (``client_ip``,
   ``api_key``, ``authorization``, ...) are removed before an event is buffered: no IP
   addresses, tokens or keys are recorded.
+
+(Over 300 lines on purpose: much of it is the shutdown flush, whose reasons under gunicorn
+are written down in ``install_shutdown_flush``.)
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ removed. A real snapshot is a few files (chroma.sqlite3 and one HNSW segment dir
 about 8 KiB per chunk: 78 MiB at 10k chunks, 390 MiB at 50k (docs/benchmarks.md). Both caps
 are parameters (of ``safe_extract``, ``restore``, ``SnapshotServer`` and ``activate``) with
 these constants as defaults, so tests can use small ones.
+
+(Over 300 lines on purpose: every check a restore makes before a snapshot may be served,
+the extraction limits counted as bytes are written among them, is kept in one place.)
 """
 
 from __future__ import annotations

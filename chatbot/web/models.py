@@ -6,6 +6,9 @@ models build every JSON body the handlers send. ``chatbot.web.openapi`` generate
 documents' components from these same classes, so the code and the OpenAPI document cannot
 disagree. Limits that come from Settings (the longest message) are passed as validation
 context and written into the generated schema by ``chatbot.web.openapi``.
+
+(Over 300 lines on purpose: one class per request and response body of both APIs; they
+are the contract, so they stay in one place.)
 """
 
 from __future__ import annotations
