@@ -391,7 +391,7 @@ def _coldstart_md(section: dict) -> str:
         f"Bare interpreter start (`python -c pass`): {_s(section['interpreter_s'])}. "
         "Import groups in a fresh interpreter, in the chat process's order: "
         + ", ".join(f"{k} {_s(v)}" for k, v in section["imports_s"].items())
-        + ". the server's logged `restore_seconds` of the last run: "
+        + ". The server's logged `restore_seconds` of the last run: "
         + "; ".join(
             f"{r['corpus']}/{r['storage']} {r['health_restore_s']}" for r in section["runs"]
         )
