@@ -144,7 +144,9 @@ resource "google_cloudfunctions2_function" "admin" {
   service_config {
     service_account_email = google_service_account.admin.email
 
-    available_memory                 = "512Mi"
+    # As much as a chat instance: activation extracts and opens the target snapshot in /tmp
+    # (RAM), within the same caps an instance accepts (docs/architecture.md).
+    available_memory                 = var.chat_memory
     available_cpu                    = "1"
     max_instance_request_concurrency = local.admin_concurrency
     min_instance_count               = 0

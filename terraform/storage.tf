@@ -72,6 +72,19 @@ resource "google_storage_bucket" "snapshots" {
     }
   }
 
+  # The bucket is versioned: an expired events object would otherwise linger as a
+  # noncurrent version for the general retention period.
+  lifecycle_rule {
+    condition {
+      days_since_noncurrent_time = 1
+      with_state                 = "ARCHIVED"
+      matches_prefix             = ["${var.snapshot_prefix}/events/"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
   # ... and the noncurrent versions that every heartbeat rewrite leaves are not kept for
   # the full retention period: they have no value once replaced.
   lifecycle_rule {

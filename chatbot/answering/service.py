@@ -156,7 +156,11 @@ class ChatService:
     @contextmanager
     def lease(self) -> Iterator[LiveSnapshot]:
         """The live snapshot for one request (restored first on a cold start)."""
-        self.follower.ensure_ready()
+        try:
+            self.follower.ensure_ready()
+        except NotReady:
+            self.follower.maybe_poll()  # the heartbeat tells the admin function why
+            raise
         with self.snapshots.lease() as live:
             yield live
         self.follower.maybe_poll()

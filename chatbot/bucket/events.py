@@ -26,8 +26,10 @@ Guarantees:
   ``flush_seconds`` (EVENTS_FLUSH_SECONDS): Cloud Functions gives an instance CPU only
   while it serves a request, so there is no idle timer. ``close`` writes the rest at
   shutdown (``install_shutdown_flush``).
-- A failed write keeps the events for the next flush (delivery is at least once; a write
-  whose answer was lost but which did reach the bucket is recognised and not repeated).
+- A failed write keeps the events for the next flush: delivery is at least once. A write
+  whose answer was lost is recognised when the storage client's own retry meets it; one
+  that landed after the client gave up is written again with the next batch, so readers
+  should de-duplicate by answer_id and type.
 - Memory is bounded by ``max_buffered`` events: past it the oldest are dropped and counted,
   with one WARNING per overflow episode.
 - Fields whose names say they hold an address, token, key or secret (``client_ip``,

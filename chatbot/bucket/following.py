@@ -1,12 +1,13 @@
 """How a chat instance follows the bucket: the cold start, LATEST, the cache epoch, heartbeats.
 
-On the first request the instance restores LATEST (bounded retries; a failure is reported as
-503 with the reason, and retried by later requests after a short backoff; a refused version
-is not restored again, so a bad snapshot costs one restore, not one per request). Afterwards, at
-most every CONTROL_POLL_SECONDS, a background thread started by a request reads the cache
-epoch and LATEST and has the ``SnapshotServer`` load a new version; at most every
-HEARTBEAT_SECONDS it writes this instance's heartbeat. None of it blocks or fails a visitor:
-a storage error during a poll is logged and the next poll tries again.
+On the first request the instance restores LATEST (bounded retries; a failure is a 503, its
+reason logged and reported in the heartbeat, and retried by later requests after a short
+backoff; a refused version is not restored again, so a bad snapshot costs one restore, not
+one per request). Afterwards, at most every CONTROL_POLL_SECONDS, a background thread
+started by a request reads the cache epoch and LATEST and has the ``SnapshotServer`` load a
+new version; at most every HEARTBEAT_SECONDS it writes this instance's heartbeat. None of
+it blocks or fails a visitor: a storage error during a poll is logged and the next poll
+tries again.
 
 Polls are started by requests, not by a timer: Cloud Functions gives an instance CPU only
 while it serves, so an idle instance catches up on its next request.
@@ -170,16 +171,18 @@ class BucketFollower:
         """Write this instance's stats for the admin function's fleet view."""
         self._last_heartbeat = self._clock()
         live = self.server.live
-        body = {
-            "instance_id": self.instance_id,
-            "snapshot": live.version if live else None,
-            "epoch": self.epoch,
-            "cache": self._stats(),
-            "refused": dict(self.server.refused),
-            "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "written_at_epoch_s": time.time(),
-        }
         try:
+            body = {
+                "instance_id": self.instance_id,
+                "snapshot": live.version if live else None,
+                "epoch": self.epoch,
+                "cache": self._stats(),
+                "refused": dict(self.server.refused),
+                "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "written_at_epoch_s": time.time(),
+            }
             write_heartbeat(self.storage, self.instance_id, body)
         except StorageError as exc:
             logger.warning("Could not write the heartbeat: %s", exc)
+        except Exception:  # noqa: BLE001 - the poller must never die silently
+            logger.exception("Writing the heartbeat crashed")

@@ -23,7 +23,7 @@ from datetime import date
 from pathlib import Path
 
 from chatbot.bucket.storage import Storage
-from chatbot.errors import ObjectNotFound, SnapshotError
+from chatbot.errors import ObjectNotFound, PreconditionFailed, SnapshotError
 
 __all__ = [
     "EPOCH_KEY",
@@ -64,16 +64,19 @@ def manifest_key(version: str) -> str:
     return f"{SNAPSHOTS}/{version}.json"
 
 
+def _object_name(instance_id: str) -> str:
+    """An instance id made safe for an object name."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", instance_id)[:120].lstrip(".") or "instance"
+
+
 def heartbeat_key(instance_id: str) -> str:
-    """The key of one instance's heartbeat (the id made safe for an object name)."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "-", instance_id)[:120].lstrip(".") or "instance"
-    return f"{INSTANCES_PREFIX}{safe}.json"
+    """The key of one instance's heartbeat."""
+    return f"{INSTANCES_PREFIX}{_object_name(instance_id)}.json"
 
 
 def events_key(day: date, instance_id: str, seq: int) -> str:
-    """The key of one batch of an instance's events (the id made safe as in heartbeat_key)."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "-", instance_id)[:120].lstrip(".") or "instance"
-    return f"{EVENTS_PREFIX}{day:%Y/%m/%d}/{safe}-{seq:016d}.jsonl"
+    """The key of one batch of an instance's events."""
+    return f"{EVENTS_PREFIX}{day:%Y/%m/%d}/{_object_name(instance_id)}-{seq:016d}.jsonl"
 
 
 def valid_version(version: str) -> bool:
@@ -132,8 +135,19 @@ def read_latest(storage: Storage) -> Latest:
 
 
 def write_latest(storage: Storage, version: str, *, generation: int) -> int:
-    """Point LATEST at ``version`` if it is still at ``generation`` (PreconditionFailed if not)."""
-    return storage.write(LATEST, f"{version}\n".encode(), if_generation_match=generation)
+    """Point LATEST at ``version`` if it is still at ``generation`` (PreconditionFailed if not).
+
+    A conditional write is retried by the storage client; when the first attempt landed but
+    its answer was lost, the retry meets our own write. LATEST then already names
+    ``version``: that is success, not a lost race.
+    """
+    try:
+        return storage.write(LATEST, f"{version}\n".encode(), if_generation_match=generation)
+    except PreconditionFailed:
+        now = read_latest(storage)
+        if now.version == version:
+            return now.generation
+        raise
 
 
 # -- manifests ------------------------------------------------------------------------------

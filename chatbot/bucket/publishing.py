@@ -48,7 +48,6 @@ __all__ = [
     "activate",
     "list_published",
     "publish",
-    "verify_published",
 ]
 
 READ_WORKERS = 8
@@ -175,26 +174,6 @@ def _check_contents(
         open_verified(path, manifest, open_index).close()
 
 
-def verify_published(
-    storage: Storage,
-    version: str,
-    *,
-    open_index: OpenIndex | None = None,
-    max_bytes: int = MAX_UNPACKED_BYTES,
-    max_members: int = MAX_MEMBERS,
-) -> Manifest:
-    """Check a published version as a chat instance would, short of its embedder.
-
-    The manifest is parsed strictly, the archive downloaded and checked against its sha256
-    and size, extracted within the caps into a temporary directory, opened with
-    ``open_index`` (default: chatbot.answering.retrieval.KnowledgeIndex) and smoke-queried
-    with a vector read from the collection itself. SnapshotError says what is wrong.
-    """
-    manifest = read_manifest(storage, version)
-    _check_contents(storage, manifest, open_index or _default_open_index(), max_bytes, max_members)
-    return manifest
-
-
 def _check_same_embedder(storage: Storage, manifest: Manifest, current: str | None) -> None:
     """Refuse a target built with another embedder than the snapshot LATEST names.
 
@@ -224,9 +203,13 @@ def activate(
 ) -> Activation:
     """Point LATEST at an already-published version once it checks out as a chat instance's.
 
-    See ``verify_published``; besides, its embedder must be the one of the snapshot LATEST
-    names now. LATEST is replaced under the generation it had before the checks, so a
-    publish that lands meanwhile is not silently overwritten: PreconditionFailed instead.
+    The manifest is parsed strictly and its embedder must be the one of the snapshot LATEST
+    names now; the archive is downloaded and checked against its sha256 and size, extracted
+    within the caps into a temporary directory, opened with ``open_index`` (default:
+    chatbot.answering.retrieval.KnowledgeIndex) and smoke-queried with a vector read from
+    the collection itself. SnapshotError says what is wrong. LATEST is replaced under the
+    generation it had before the checks, so a publish that lands meanwhile is not silently
+    overwritten: PreconditionFailed instead.
     """
     latest = read_latest(storage)
     previous = latest.version

@@ -194,10 +194,8 @@ class SnapshotServer:
             )
             try:
                 os.rename(directory, trash)
-            except FileNotFoundError:
+            except OSError:  # gone already, or it cannot be moved: never delete it in place
                 return False
-            except OSError:
-                trash = directory
         shutil.rmtree(trash, ignore_errors=True)
         return True
 

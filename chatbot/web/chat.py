@@ -114,7 +114,7 @@ class ChatHandlers:
         return Reply(accepted.model_dump(), 202)
 
     def health(self, request: flask.Request) -> Reply:
-        """GET /health: ready (200) or not (503, with the reason)."""
+        """GET /health: ready (200) or not (503); the reason is in the logs and the heartbeat."""
         status, body = self.service.health()
         health = Health.model_validate({**body, "api_version": API_VERSION})
         return Reply(
