@@ -83,18 +83,20 @@ def truncate(text: str, limit: int = 80) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-class _Redactor(logging.Filter):
-    def __init__(self, secrets: list[str]) -> None:
+class _Redacting(logging.Formatter):
+    """Another formatter's whole line with the configured secrets masked: the message, the
+    summary fields and stack traces alike."""
+
+    def __init__(self, inner: logging.Formatter, secrets: list[str | None]) -> None:
         super().__init__()
+        self.inner = inner
         self.secrets = [s for s in secrets if s and len(s) >= 4]
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            message = record.getMessage()
-            for secret in self.secrets:
-                message = message.replace(secret, "[REDACTED]")
-            record.msg, record.args = message, None
-        return True
+    def format(self, record: logging.LogRecord) -> str:
+        line = self.inner.format(record)
+        for secret in self.secrets:
+            line = line.replace(secret, "[REDACTED]")
+        return line
 
 
 class JsonFormatter(logging.Formatter):
@@ -150,10 +152,10 @@ def configure_logging(settings) -> None:
             root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stdout)
     setattr(handler, _HANDLER_FLAG, True)
-    handler.setFormatter(
+    formatter = (
         JsonFormatter(settings.project_id) if settings.log_format == "json" else TextFormatter()
     )
-    handler.addFilter(_Redactor([settings.google_api_key, settings.admin_token]))
+    handler.setFormatter(_Redacting(formatter, [settings.google_api_key, settings.admin_token]))
     root.addHandler(handler)
     root.setLevel(settings.log_level)
     for noisy in (

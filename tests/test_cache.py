@@ -192,3 +192,20 @@ def test_a_failed_use_cache_false_flight_fails_its_followers_and_stores_nothing(
     results = _concurrently(calls, gate, *[request] * 5)
     assert len(calls) == 1 and results == ["down"] * 5
     assert cache.get_or_compute("k", lambda: "ok", use_cache=False) == ("ok", False)
+
+
+def test_followers_give_up_on_a_leader_that_never_ends_and_its_flight_is_forgotten():
+    """A leader that hung or never started (a stream never read) cannot block a question."""
+    from chatbot.errors import GenerationUnavailable
+
+    cache = AnswerCache(ttl=60, max_entries=10, patience=0.2)
+    _, stuck, leads = cache.begin("k")
+    assert leads and stuck is not None
+    with pytest.raises(GenerationUnavailable) as caught:
+        cache.get_or_compute("k", lambda: "unused")
+    assert "took longer than 0.2 s" in caught.value.detail
+    with pytest.raises(GenerationUnavailable):
+        list(cache.follow("k", stuck))  # streaming followers too
+    assert cache.get_or_compute("k", lambda: "fresh") == ("fresh", False)  # a new leader
+    cache.end("k", stuck, "late")  # a leader that finishes late still stores its answer
+    assert cache.get_or_compute("k", lambda: "unused") == ("late", True)

@@ -52,3 +52,27 @@ def test_annotations_reach_only_their_own_request():
     assert outer.fields == {"cached": True, "retries": 0}
     assert other == {"retries": 1}
     annotate(after=True)  # outside every request: nowhere to go, and no error
+
+
+def test_secrets_are_masked_in_messages_fields_and_stack_traces(capsys):
+    import logging
+
+    from chatbot.config import Settings
+    from chatbot.logs import configure_logging
+
+    key, token = "AIzaSECRET-0123456789", "t" * 40
+    for log_format in ("text", "json"):
+        configure_logging(
+            Settings.from_env(
+                {"LOG_FORMAT": log_format, "GOOGLE_API_KEY": key, "ADMIN_TOKEN": token}
+            )
+        )
+        logger = logging.getLogger("chatbot.test")
+        logger.warning("key %s", key, extra={"fields": {"header": f"Bearer {token}"}})
+        try:
+            raise ValueError(f"request failed with key={key}")
+        except ValueError:
+            logger.exception("crashed")
+        out = capsys.readouterr().out
+        assert "[REDACTED]" in out and key not in out and token not in out, log_format
+    configure_logging(Settings())

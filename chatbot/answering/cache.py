@@ -17,6 +17,8 @@ from typing import Any
 
 from cachetools import Cache, TTLCache
 
+from chatbot.errors import GenerationUnavailable
+
 __all__ = ["AnswerCache", "Flight", "cache_key", "normalize"]
 
 
@@ -62,13 +64,16 @@ class Flight:
 
     def _end(self, value: Any, error: BaseException | None) -> None:
         with self._changed:
+            if self.done:  # settled once only (a leader may end a flight already abandoned)
+                return
             self.value, self.error, self.done = value, error, True
             self._changed.notify_all()
 
-    def result(self) -> Any:
-        """The finished value; the leader's error if it failed."""
+    def result(self, timeout: float | None = None) -> Any:
+        """The finished value; the leader's error if it failed; TimeoutError past ``timeout``."""
         with self._changed:
-            self._changed.wait_for(lambda: self.done)
+            if not self._changed.wait_for(lambda: self.done, timeout):
+                raise TimeoutError("the flight did not finish in time")
         if self.error is not None:
             raise self.error
         return self.value
@@ -76,15 +81,20 @@ class Flight:
     def _news(self, sent: int, sent_head: bool) -> bool:
         return self.done or len(self.chunks) > sent or (self.head is not None and not sent_head)
 
-    def follow(self) -> Iterator[tuple[str, Any]]:
+    def follow(self, timeout: float | None = None) -> Iterator[tuple[str, Any]]:
         """``("head", head)``, then ``("chunk", text)`` as they come, then ``("done", value)``.
 
-        Raises the leader's error after the chunks it published before failing.
+        Raises the leader's error after the chunks it published before failing, and
+        TimeoutError when the whole flight takes longer than ``timeout``.
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
         sent_head, sent = False, 0
         while True:
             with self._changed:
-                self._changed.wait_for(functools.partial(self._news, sent, sent_head))
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                news = functools.partial(self._news, sent, sent_head)
+                if not self._changed.wait_for(news, left):
+                    raise TimeoutError("the flight did not finish in time")
                 head, chunks, done = self.head, self.chunks[sent:], self.done
                 error, value = self.error, self.value
             if head is not None and not sent_head:
@@ -112,9 +122,15 @@ class AnswerCache:
     """
 
     def __init__(
-        self, ttl: int, max_entries: int, timer: Callable[[], float] = time.monotonic
+        self,
+        ttl: int,
+        max_entries: int,
+        timer: Callable[[], float] = time.monotonic,
+        patience: float | None = None,
     ) -> None:
+        """``patience``: the longest a follower waits for its leader before giving up."""
         self.ttl = ttl
+        self.patience = patience
         self._cache: TTLCache = TTLCache(maxsize=max_entries, ttl=ttl, timer=timer)
         self._lock = threading.Lock()
         self._flights: dict[str, Flight] = {}
@@ -154,6 +170,26 @@ class AnswerCache:
                 del self._flights[key]
         flight._end(value, error)
 
+    def follow(self, key: str, flight: Flight) -> Iterator[tuple[str, Any]]:
+        """``flight.follow()``, given up after ``patience`` (see ``_abandon``)."""
+        try:
+            yield from flight.follow(self.patience)
+        except TimeoutError:
+            raise self._abandon(key, flight) from None
+
+    def _abandon(self, key: str, flight: Flight) -> GenerationUnavailable:
+        """Forget a flight that outlived ``patience`` (its leader hung or never started), so
+        later requests lead a new one; its followers get this error."""
+        error = GenerationUnavailable(
+            detail="the answer being written for the same question "
+            f"took longer than {self.patience:g} s"
+        )
+        with self._lock:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+        flight._end(None, error)
+        return error
+
     def get_or_compute(
         self, key: str, compute: Callable[[], Any], use_cache: bool = True
     ) -> tuple[Any, bool]:
@@ -162,7 +198,10 @@ class AnswerCache:
         if flight is None:
             return value, True
         if not leads:
-            return flight.result(), True
+            try:
+                return flight.result(self.patience), True
+            except TimeoutError:
+                raise self._abandon(key, flight) from None
         try:
             value = compute()
         except BaseException as exc:

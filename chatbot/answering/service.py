@@ -4,8 +4,9 @@
         -> answer (whole, or streamed) -> cache store -> event
 
 Validation and rate limits come before this, at the HTTP edge (chatbot/web/), because they
-apply to every route. Timings and retries go to the request's summary log line through
-``chatbot.logs.annotate``, whichever thread computes the answer. Only history-free questions
+apply to every route. The answer id, timings, retries and a stream's outcome go to the
+request's summary log line through ``chatbot.logs.annotate`` (a flight's followers report
+their own, not their leader's timings). Only history-free questions
 use the cache; a follow-up is first made standalone (chatbot/answering/conversation.py) so
 retrieval finds what it refers to, and the conversation reaches the answerer as quoted data.
 
@@ -59,6 +60,7 @@ __all__ = ["ChatResult", "ChatService", "Event"]
 # Processing query: ..."): operators' saved log queries match it.
 logger = logging.getLogger("chatbot.service")
 Event = tuple[str, dict]  # an SSE event: its name and its JSON data
+FOLLOW_MARGIN_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,13 @@ class ChatService:
             settings.snapshot_uri, retry_deadline=STORAGE_RETRY_SECONDS
         )
         self.embedder = embedder or make_embedder(settings.embedding_backend, settings)
-        self.cache = AnswerCache(settings.cache_ttl, settings.cache_max_entries, timer=clock)
+        self.cache = AnswerCache(
+            settings.cache_ttl,
+            settings.cache_max_entries,
+            timer=clock,
+            # A follower waits as long as a leader may take, and a little more.
+            patience=settings.generation_deadline_seconds + FOLLOW_MARGIN_SECONDS,
+        )
         self.generator = generator or default_generator(settings)
         self.condenser = condenser or default_condenser(settings)
         self.snapshots = SnapshotServer(
@@ -153,14 +161,18 @@ class ChatService:
         if warm is not None:  # overlap the model's start-up with the snapshot restore
             threading.Thread(target=warm, name="embedder-warm-up", daemon=True).start()
 
-    @contextmanager
-    def lease(self) -> Iterator[LiveSnapshot]:
-        """The live snapshot for one request (restored first on a cold start)."""
+    def _ready(self) -> None:
+        """Restore LATEST on a cold start; SnapshotUnavailable (503) when that fails."""
         try:
             self.follower.ensure_ready()
         except NotReady:
             self.follower.maybe_poll()  # the heartbeat tells the admin function why
             raise
+
+    @contextmanager
+    def lease(self) -> Iterator[LiveSnapshot]:
+        """The live snapshot for one request (restored first on a cold start)."""
+        self._ready()
         with self.snapshots.lease() as live:
             yield live
         self.follower.maybe_poll()
@@ -170,11 +182,13 @@ class ChatService:
     def _ask(self, message: str, history: Sequence[Turn]) -> _Asked:
         logger.info("Processing query: %s", truncate(message))
         started = time.perf_counter()
-        annotate(cached=False, retries=0)
+        answer_id = uuid.uuid4().hex
+        annotate(answer_id=answer_id, cached=False, retries=0)
+        self._ready()  # not ready: the 503 comes before any call to Gemini
         standalone = self.condenser.condense(message, history)
         if history:
             annotate(history=len(history), standalone=standalone.source)
-        return _Asked(uuid.uuid4().hex, message, standalone, tuple(history), started)
+        return _Asked(answer_id, message, standalone, tuple(history), started)
 
     def _key(self, asked: _Asked, live: LiveSnapshot) -> str | None:
         """The cache key, for a history-free question only."""
@@ -264,7 +278,7 @@ class ChatService:
             if flight is None:
                 return self._replay(asked, snapshot, hit)
             if not leads:
-                return self._follow(asked, snapshot, flight)
+                return self._follow(asked, snapshot, key, flight)
             try:
                 draft = self._draft(asked, live)
             except BaseException as exc:
@@ -314,6 +328,12 @@ class ChatService:
             failure = None
         except ChatbotError as exc:  # Gemini failed, before or after the first piece
             failure = exc
+        except Exception as exc:  # a bug: the visitor still gets the error event, not a cut
+            logger.exception("Writing the streamed answer crashed")
+            failure = exc
+        except GeneratorExit:
+            annotate(outcome="client_left")
+            raise
         finally:
             close = getattr(draft.chunks, "close", None)
             if close is not None:
@@ -322,7 +342,9 @@ class ChatService:
             if failure is not None and flight is not None and key is not None:
                 self.cache.end(key, flight, error=failure)
         if failure is not None:
-            logger.warning("Streaming the answer failed: %s", getattr(failure, "detail", failure))
+            detail = getattr(failure, "detail", "") or str(failure)
+            logger.warning("Streaming the answer failed: %s", detail)
+            annotate(outcome="error", error=detail)
             yield "error", {"status": "error", "response": FRIENDLY_GENERATION_ERROR}
             return
         answer = Answer("".join(text), draft.sources, draft.generator)
@@ -330,11 +352,11 @@ class ChatService:
             self.cache.end(key, flight, answer)
         yield self._done(asked, snapshot, answer, cached=False)
 
-    def _follow(self, asked: _Asked, snapshot: str, flight: Flight) -> Iterator[Event]:
+    def _follow(self, asked: _Asked, snapshot: str, key: str, flight: Flight) -> Iterator[Event]:
         """Pass on what another request is writing for the same question."""
         sent_meta = False
         try:
-            for kind, value in flight.follow():
+            for kind, value in self.cache.follow(key, flight):
                 if kind == "head":
                     sent_meta = True
                     yield self._meta(asked, snapshot, value, cached=True)
@@ -345,7 +367,8 @@ class ChatService:
                         yield self._meta(asked, snapshot, value.sources, cached=True)
                         yield "delta", {"text": value.text}
                     yield self._done(asked, snapshot, value, cached=True)
-        except ChatbotError:
+        except ChatbotError as exc:
+            annotate(outcome="error", error=getattr(exc, "detail", "") or str(exc))
             yield "error", {"status": "error", "response": FRIENDLY_GENERATION_ERROR}
 
     # -- the other routes -----------------------------------------------------------------

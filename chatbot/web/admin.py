@@ -1,10 +1,10 @@
 """The private admin function's routes: fleet cache stats and clear, snapshots and rollback.
 
 The admin function cannot see the chat instances' memory; it works through the bucket only
-(chatbot/bucket/control.py, chatbot/bucket/publishing.py). Every handler first checks
-``X-Admin-Token`` in constant time against ADMIN_TOKEN; with no token configured every
-request is refused. The Router applies the per-IP rate limit before the handler runs, so
-guessing is slow too.
+(chatbot/bucket/control.py, chatbot/bucket/publishing.py). The Router checks
+``X-Admin-Token`` with ``authorize`` (constant time against ADMIN_TOKEN; no token
+configured refuses everything) before it resolves any route, after one per-IP limit shared
+by every failed attempt, so guessing is slow and learns nothing about the routes.
 """
 
 from __future__ import annotations
@@ -98,11 +98,13 @@ class AdminHandlers:
             raise Unauthorized()
 
     def guarded(self, handler: Handler) -> Handler:
-        """``handler`` behind the token check, with bucket failures mapped to 409 or 503."""
+        """``handler`` with bucket failures mapped to 409 (a lost race) or 503.
+
+        The token was checked by the Router already (``authorize``, before routing).
+        """
 
         @functools.wraps(handler)
         def checked(request: flask.Request) -> Reply:
-            self.authorize(request)
             try:
                 return handler(request)
             except StorageError as exc:
@@ -135,7 +137,7 @@ class AdminHandlers:
         return Reply(
             CacheCleared(
                 message=f"Cache cleared. Every chat instance drops its cached answers within "
-                f"{within} seconds.",
+                f"{within} seconds of its next request.",
                 epoch=epoch,
             ).model_dump()
         )

@@ -152,6 +152,7 @@ class ChatRequest(RequestBody):
         if not cleaned.strip():
             raise rule("must not be empty")
         limit = (info.context or {}).get("max_message_chars")
+        # The raw length, as the schema's maxLength promises (and as a client counts it).
         if limit is not None and len(message) > limit:
             raise rule(f"must be at most {limit} characters")
         return cleaned.strip()

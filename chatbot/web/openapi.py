@@ -259,7 +259,8 @@ def _chat_paths(settings: Settings) -> dict:
             ),
             "503": _json(
                 "No knowledge snapshot is being served yet, or Gemini stayed unavailable past "
-                "the retries.",
+                "the retries. A streamed answer reports Gemini failures as an `error` event "
+                "instead (the stream has begun by then).",
                 {"oneOf": [_ref("Error"), _ref("GenerationError")]},
                 "Retry-After",
                 examples={
@@ -574,7 +575,8 @@ def admin_document(settings: Settings) -> dict:
                 "clearCache",
                 "Clear the cache on every instance",
                 "Bumps the cache epoch; each chat instance drops its entries within "
-                f"CONTROL_POLL_SECONDS ({within} s).",
+                f"CONTROL_POLL_SECONDS ({within} s) of its next request (an idle instance has "
+                "no CPU to notice sooner).",
                 write,
                 _json("Cleared.", _ref("CacheCleared")),
             )
