@@ -65,7 +65,7 @@ class Contract:
 
     def expected(self, path: str, method: str, status: int) -> tuple[dict, str, bool]:
         """(response object, its pointer, whether a body is expected) for this exchange."""
-        path = path.split("?", 1)[0].rstrip("/") or "/"  # as chatbot.http.Router routes it
+        path = path.split("?", 1)[0].rstrip("/") or "/"  # as chatbot.web.router.Router routes it
         method = method.lower()
         template = self.template_for(path)
         components = "/components/responses"
