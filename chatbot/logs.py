@@ -12,7 +12,7 @@ import logging
 import re
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -45,15 +45,9 @@ class RequestContext:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-@contextmanager
-def request_context(request_id: str, trace: str | None) -> Iterator[RequestContext]:
+def request_context(request_id: str, trace: str | None) -> AbstractContextManager[RequestContext]:
     """Every line logged inside carries ``request_id`` and ``trace``; ``annotate`` fills fields."""
-    context = RequestContext(request_id, trace)
-    token = _request.set(context)
-    try:
-        yield context
-    finally:
-        _request.reset(token)
+    return resumed(RequestContext(request_id, trace))
 
 
 @contextmanager

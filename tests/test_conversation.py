@@ -217,7 +217,7 @@ def test_gemini_rewrites_the_follow_up(fake_gemini: FakeGemini, condenser: Conde
     assert result == Standalone("How much does the cloud migration practice cost?", "gemini")
     assert fake_gemini.generate_calls == 1
     fake_gemini.script([answer('"Who leads the Data and AI practice?"')])
-    assert condenser.standalone("who leads it?", CLOUD) == "Who leads the Data and AI practice?"
+    assert condenser.condense("who leads it?", CLOUD).text == "Who leads the Data and AI practice?"
 
 
 def test_the_conversation_reaches_gemini_only_inside_the_delimited_block(

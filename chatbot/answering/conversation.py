@@ -233,7 +233,3 @@ class Condenser:
             )
             return Standalone(offline_standalone(message, history), "rule")
         return Standalone(text, "gemini")
-
-    def standalone(self, message: str, history: Sequence[Turn]) -> str:
-        """The standalone question for ``message`` (``condense(...).text``)."""
-        return self.condense(message, history).text
