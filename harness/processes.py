@@ -21,9 +21,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 
 from chatbot.config import ENVIRONMENT_VARIABLES
+from harness.running import Running
 
 __all__ = [
     "CHAT_SOURCE",
@@ -97,7 +97,7 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-class FunctionProcess:
+class FunctionProcess(Running):
     """One ``functions-framework`` process serving a function; its output goes to a log file."""
 
     def __init__(
@@ -200,19 +200,8 @@ class FunctionProcess:
         if self.proc is not None:
             _stop_group(self.proc)
 
-    def __enter__(self) -> FunctionProcess:
-        return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-class FakeGeminiProcess:
+class FakeGeminiProcess(Running):
     """``python -m harness.fake_gemini`` in its own process."""
 
     def __init__(
@@ -257,17 +246,6 @@ class FakeGeminiProcess:
         if self.process is not None:
             _stop_group(self.process)
             self.process = None
-
-    def __enter__(self) -> FakeGeminiProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class HttpClient:

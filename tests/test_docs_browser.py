@@ -1,6 +1,6 @@
 """GET /docs renders in a real headless Chromium, from this function's own assets only.
 
-Chromium is Debian's package, installed by scripts/install-chromium.sh. The page's
+Chromium is Debian's package, installed by scripts/install-test-tools.sh. The page's
 Content-Security-Policy allows only this origin, so a render that shows the operations also
 shows that no CDN was needed.
 """
@@ -20,7 +20,7 @@ from tests.conftest import CHAT_SOURCE
 CHROMIUM = shutil.which("chromium")
 
 pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="chromium is not installed (run scripts/install-chromium.sh)"
+    CHROMIUM is None, reason="chromium is not installed (run scripts/install-test-tools.sh)"
 )
 
 

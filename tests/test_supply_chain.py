@@ -244,7 +244,7 @@ def signing_keys(tmp_path_factory) -> Iterator[dict[str, tuple[Path, str]]]:
     import tempfile
 
     if not (shutil.which("gpg") and shutil.which("unzip")):
-        pytest.skip("gpg and unzip are needed")
+        pytest.skip("gpg and unzip are missing: scripts/install-test-tools.sh installs them")
     keys = {}
     for name in ("release", "other"):
         home = Path(tempfile.mkdtemp(prefix="gpg-"))  # short: gpg-agent's socket lives here
