@@ -7,6 +7,7 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from limits import parse_many
 
@@ -55,6 +56,7 @@ ENVIRONMENT_VARIABLES = (
     "EVENTS_FLUSH_SECONDS",
     "CONDENSE_TIMEOUT_SECONDS",
     "IPV6_PREFIX_LENGTH",
+    "SOURCE_BASE_URL",
 )
 DEFAULT_SNAPSHOT_URI = ".local/bucket"
 # The shortest ADMIN_TOKEN accepted: secrets.token_urlsafe(24) is 32 characters (192 bits).
@@ -122,6 +124,19 @@ def _rate(env: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
+def _http_url(env: Mapping[str, str], name: str) -> str | None:
+    """An absolute http(s) URL with a host, or None when unset."""
+    value = _get(env, name, "")
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(
+            f"{name} must be an http(s) URL such as https://example.com/kb, got {value!r}"
+        )
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Every tunable of the chat and admin functions, read from the environment."""
@@ -163,6 +178,7 @@ class Settings:
     events_flush_seconds: float = 30.0
     condense_timeout_seconds: float = 2.0
     ipv6_prefix_length: int = 64  # an IPv6 client's rate limits are those of its /N network
+    source_base_url: str | None = None  # a source's public page: this + its path, if it names none
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -220,4 +236,5 @@ class Settings:
             events_flush_seconds=_float(env, "EVENTS_FLUSH_SECONDS", 30.0, minimum=0.1),
             condense_timeout_seconds=_float(env, "CONDENSE_TIMEOUT_SECONDS", 2.0, minimum=0.1),
             ipv6_prefix_length=_int(env, "IPV6_PREFIX_LENGTH", 64, minimum=1, maximum=128),
+            source_base_url=_http_url(env, "SOURCE_BASE_URL"),
         )

@@ -28,6 +28,7 @@ locals {
     RATE_LIMIT_INFO     = var.rate_limit_info
     RATE_LIMIT_STATS    = var.rate_limit_stats
     RATE_LIMIT_FEEDBACK = var.rate_limit_feedback
+    SOURCE_BASE_URL     = var.source_base_url
   }
 
   admin_settings = {

@@ -255,6 +255,12 @@ variable "rate_limit_feedback" {
   default     = null
 }
 
+variable "source_base_url" {
+  description = "SOURCE_BASE_URL: where a knowledge document's public page is (this + its path) when it names none itself; null: no link."
+  type        = string
+  default     = null
+}
+
 # --- Settings shared by both functions -----------------------------------------------------
 
 variable "log_level" {

@@ -203,7 +203,10 @@ class ChatService:
         t1 = time.perf_counter()
         passages = live.index.query(vector, self.settings.top_k)
         annotate(embed_ms=(t1 - t0) * 1000, retrieval_ms=(time.perf_counter() - t1) * 1000)
-        relevant = [p for p in passages if p.score >= self.settings.min_relevance]
+        base_url = self.settings.source_base_url
+        relevant = [
+            p.with_public_url(base_url) for p in passages if p.score >= self.settings.min_relevance
+        ]
         if not relevant:
             logger.info(
                 "No passage above relevance %.2f: not calling the answerer",

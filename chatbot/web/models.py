@@ -181,6 +181,11 @@ class Source(ResponseBody):
     title: str = Field(description="The document's title.")
     source: str = Field(description="The document's file name.")
     score: float = Field(description="Relevance, higher is better.")
+    url: str | None = Field(
+        default=None,
+        description="The document's public page: its own URL (Markdown front matter `url:`, "
+        "HTML canonical link), else SOURCE_BASE_URL + its path; null when neither.",
+    )
 
 
 class ChatAnswer(ResponseBody):
