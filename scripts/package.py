@@ -1,7 +1,8 @@
 """Stage and zip each Cloud Function: build/<function>/ and build/<function>.zip.
 
 A function's zip holds its main.py, a copy of chatbot/, requirements.txt and, for the chat
-function, the embedding model files, so the deployed code needs nothing else from this repo.
+function, the embedding model files and widget/widget.js (beside chatbot/, as in the repo), so
+the deployed code needs nothing else from this repo.
 Zips are byte-for-byte reproducible (sorted entries, fixed timestamps), so terraform's
 content-hash object names change only when the code does.
 """
@@ -19,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from chatbot.answering.embeddings import find_model_files  # noqa: E402
 
-FUNCTIONS = {"chat": True, "admin": False}  # name -> ships the embedding model
+FUNCTIONS = {"chat": True, "admin": False}  # name -> ships the embedding model and the widget
 FIXED_TIME = (2020, 1, 1, 0, 0, 0)
 
 
@@ -41,6 +42,8 @@ def stage(name: str, out: Path, with_model: bool) -> Path:
         model_dir.mkdir()
         shutil.copyfile(files.onnx, model_dir / "model.onnx")
         shutil.copyfile(files.tokenizer, model_dir / "tokenizer.json")
+        (target / "widget").mkdir()
+        shutil.copyfile(ROOT / "widget" / "widget.js", target / "widget" / "widget.js")
     return target
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import urllib.request
 import zipfile
 
 import pytest
@@ -38,8 +39,8 @@ def test_zips_hold_main_chatbot_requirements_and_the_model(packaged):
         assert not any(
             "__pycache__" in n or n.startswith(("tests/", "indexer/", "harness/")) for n in names
         )
-    assert {"chatbot/model/model.onnx", "chatbot/model/tokenizer.json"} <= chat
-    assert not any(n.startswith("chatbot/model/") for n in admin)
+    assert {"chatbot/model/model.onnx", "chatbot/model/tokenizer.json", "widget/widget.js"} <= chat
+    assert not any(n.startswith(("chatbot/model/", "widget/")) for n in admin)
 
 
 def test_function_zips_ship_no_indexer_dependencies(packaged):
@@ -74,6 +75,8 @@ def test_the_unpacked_chat_zip_serves_on_its_own(packaged, bucket, tmp_path):
         assert health["status"] == "healthy" and health["snapshot"]["chunks"] > 50
         status, body, _ = request("POST", f"{proc.url}/chat", {"message": "Who founded Romega?"})
         assert status == 200 and body["sources"]
+        with urllib.request.urlopen(f"{proc.url}/widget.js", timeout=30) as widget:
+            assert widget.read() == (ROOT / "widget" / "widget.js").read_bytes()
         assert str(ROOT) not in proc.log()  # nothing was imported from the repository
 
 

@@ -23,6 +23,7 @@ from chatbot.web.chat import ChatHandlers
 from chatbot.web.docs import DocsHandlers
 from chatbot.web.openapi import admin_document, chat_document
 from chatbot.web.router import Router
+from chatbot.web.widget import WidgetHandlers
 
 __all__ = ["FunctionApp", "create_admin_app", "create_chat_app"]
 
@@ -72,7 +73,11 @@ def create_chat_app(
     docs = DocsHandlers(chat_document(settings))
     router = Router(
         settings,
-        {**handlers.routes(), **docs.routes("rate_limit_info")},
+        {
+            **handlers.routes(),
+            **docs.routes("rate_limit_info"),
+            **WidgetHandlers().routes("rate_limit_info"),
+        },
         index=handlers.index,
         index_rate="rate_limit_info",
     )

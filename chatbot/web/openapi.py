@@ -20,6 +20,7 @@ from chatbot.errors import FRIENDLY_GENERATION_ERROR
 from chatbot.web import models
 from chatbot.web.bodies import BODY_DEADLINE_SECONDS
 from chatbot.web.docs import DOCS_ASSETS
+from chatbot.web.widget import WIDGET_PATH
 
 __all__ = ["admin_document", "chat_document", "limit_text"]
 JSON = "application/json"
@@ -442,6 +443,27 @@ def _chat_paths(settings: Settings) -> dict:
                 info,
             )
         },
+        WIDGET_PATH: {
+            "get": _operation(
+                "widget",
+                "widget",
+                "The website widget",
+                "One script tag adds the chat to a site (README, 'The website widget'). "
+                "Revalidate with If-None-Match: the ETag is a hash of the file.",
+                {
+                    "200": {
+                        "description": "The script.",
+                        "headers": _headers("X-Request-Id"),
+                        "content": {"text/javascript": text},
+                    },
+                    "304": {
+                        "description": "The browser's copy (its If-None-Match) is current.",
+                        "headers": _headers("X-Request-Id"),
+                    },
+                },
+                info,
+            )
+        },
         "/docs/{asset}": {
             "get": _operation(
                 "docsAsset",
@@ -490,6 +512,7 @@ def chat_document(settings: Settings) -> dict:
             {"name": "chat", "description": "Questions and answers."},
             {"name": "info", "description": "Status of this instance."},
             {"name": "docs", "description": "This documentation."},
+            {"name": "widget", "description": "The website widget."},
         ],
         "paths": paths,
         "components": components,
