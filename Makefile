@@ -13,6 +13,7 @@ SNAPSHOT_URI ?= .local/bucket
 export SNAPSHOT_URI
 PORT ?= 8080
 ADMIN_PORT ?= 8081
+DEMO_PORT ?= 8082
 
 .PHONY: venv test run snapshot eval bench bench-quick package lint format clean
 
@@ -39,7 +40,7 @@ snapshot: venv
 	fi
 
 run: snapshot
-	VENV=$(VENV) PORT=$(PORT) ADMIN_PORT=$(ADMIN_PORT) scripts/run-local.sh
+	VENV=$(VENV) PORT=$(PORT) ADMIN_PORT=$(ADMIN_PORT) DEMO_PORT=$(DEMO_PORT) scripts/run-local.sh
 
 eval: venv
 	$(PY) -m bench.eval
