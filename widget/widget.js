@@ -107,7 +107,7 @@ white-space:pre-wrap}
 .bot p+p,.bot p+ul,.bot p+ol,.bot ul+p,.bot ol+p{margin-top:8px}
 .bot ul,.bot ol{padding-left:20px}
 .bot a,.sources a{color:inherit;text-decoration:underline;text-underline-offset:2px;font-weight:600}
-.sources{display:flex;flex-wrap:wrap;gap:6px;list-style:none;margin-bottom:8px}
+.bot .sources{display:flex;flex-wrap:wrap;gap:6px;list-style:none;margin-bottom:8px;padding:0}
 .sources li{font-size:12.5px;border:1px solid var(--line);border-radius:999px;padding:2px 10px;
 background:var(--bg)}
 .label{font-size:12px;color:var(--muted);margin-bottom:4px}
@@ -499,7 +499,7 @@ display:grid;place-items:center;flex:none}
       const left = h("p", {});
       const tick = () => {
         const seconds = Math.ceil((waitUntil - Date.now()) / 1000);
-        if (seconds > 0 && node.isConnected) {
+        if (seconds > 0) {
           left.textContent = `You can ask again in ${seconds} s.`;
           return setTimeout(tick, 250);
         }
