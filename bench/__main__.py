@@ -17,11 +17,22 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import coldstart, indexing, latency, load, memory, report, resilience, streaming
+from bench import (
+    coldstart,
+    indexing,
+    latency,
+    load,
+    memory,
+    report,
+    resilience,
+    streaming,
+    widget,
+)
 from bench.servers import clear_config_environment
 from chatbot.answering.embeddings import OnnxEmbedder
 
-SECTIONS = ("coldstart", "latency", "streaming", "throughput", "memory", "resilience")
+SECTIONS = ("coldstart", "latency", "streaming", "throughput", "memory", "resilience", "widget")
+NO_CORPORA = {"widget"}  # sections that need no built corpus
 
 
 def _say(message: str) -> None:
@@ -48,12 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="romega-bench-"))
     embedder = OnnxEmbedder()
     try:
-        _say(f"building corpora ({results['mode']} mode) in {workdir}")
-        t0 = time.perf_counter()
-        corpora, figures = indexing.build_all(args.quick, workdir, embedder)
-        figures["section_seconds"] = round(time.perf_counter() - t0, 1)
-        figures["load_average_after"] = report.load_average()
-        results["sections"]["indexing"] = figures
+        corpora, figures = [], {}
+        if args.only not in NO_CORPORA:
+            _say(f"building corpora ({results['mode']} mode) in {workdir}")
+            t0 = time.perf_counter()
+            corpora, figures = indexing.build_all(args.quick, workdir, embedder)
+            figures["section_seconds"] = round(time.perf_counter() - t0, 1)
+            figures["load_average_after"] = report.load_average()
+            results["sections"]["indexing"] = figures
         runners: dict[str, Callable[[], dict]] = {
             "coldstart": lambda: coldstart.run(corpora, figures, args.quick, workdir),
             "latency": lambda: latency.run(corpora, embedder, args.quick, workdir),
@@ -63,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 [c for c in corpora if c.name != "sample"], args.quick, workdir
             ),
             "resilience": lambda: resilience.run(corpora, args.quick, workdir),
+            "widget": lambda: widget.run(args.quick, workdir),
         }
         for name in SECTIONS:
             if args.only and name != args.only:

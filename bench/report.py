@@ -215,7 +215,30 @@ def targets(results: dict) -> list[dict]:
                 "ok": share < 0.005,
             }
         )
+    out += _widget_targets(results)
     return [t for t in out if t["ok"] is not None]  # a section that did not run has no verdict
+
+
+def _widget_targets(results: dict) -> list[dict]:
+    """The widget's size and launcher paint, against their targets."""
+    section = _get(results, "sections", "widget")
+    if not isinstance(section, dict):
+        return []
+    paint = section["launcher_paint"]
+    return [
+        {
+            "target": "Widget: at most 20 KB gzipped",
+            "measured": f"{section['gzip_bytes'] / 1024:.1f} KB ({section['bytes'] / 1024:.1f} "
+            "KB raw)",
+            "ok": section["gzip_bytes"] <= 20 * 1024,
+        },
+        {
+            "target": "Widget: launcher painted within 100 ms of the script loading (p50)",
+            "measured": f"p50 {_ms(paint['p50_ms'])}, max {_ms(paint['max_ms'])} "
+            f"({paint['n']} page loads)",
+            "ok": paint["p50_ms"] <= 100,
+        },
+    ]
 
 
 # -- sections --------------------------------------------------------------------------------
@@ -717,6 +740,18 @@ def _resilience_md(section: dict) -> str:
     )
 
 
+def _widget_md(section: dict) -> str:
+    paint = section["launcher_paint"]
+    return (
+        "`GET /widget.js` from a real chat process: "
+        f"{section['bytes']:,} bytes, {section['gzip_bytes']:,} gzipped (level 9). Launcher "
+        "paint in Debian's Chromium on the demo page (fresh context each load), from the "
+        "script's `responseEnd` to the frame after the launcher is in the DOM: "
+        f"p50 {_ms(paint['p50_ms'])}, p95 {_ms(paint['p95_ms'])}, max {_ms(paint['max_ms'])} "
+        f"over {paint['n']} loads (bench/widget.py)."
+    )
+
+
 SECTION_WRITERS = {
     "indexing": ("Corpora and indexing", _indexing_md),
     "coldstart": ("Cold start", _coldstart_md),
@@ -725,6 +760,7 @@ SECTION_WRITERS = {
     "throughput": ("Throughput", _throughput_md),
     "memory": ("Memory", _memory_md),
     "resilience": ("Resilience", _resilience_md),
+    "widget": ("Website widget", _widget_md),
 }
 
 
