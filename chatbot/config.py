@@ -55,6 +55,8 @@ ENVIRONMENT_VARIABLES = (
     "EVENTS_FLUSH_SECONDS",
     "CONDENSE_TIMEOUT_SECONDS",
     "IPV6_PREFIX_LENGTH",
+    "EMBEDDING_REQUEST_RATE",
+    "EMBEDDING_TOKEN_RATE",
 )
 DEFAULT_SNAPSHOT_URI = ".local/bucket"
 # The shortest ADMIN_TOKEN accepted: secrets.token_urlsafe(24) is 32 characters (192 bits).
@@ -163,6 +165,9 @@ class Settings:
     events_flush_seconds: float = 30.0
     condense_timeout_seconds: float = 2.0
     ipv6_prefix_length: int = 64  # an IPv6 client's rate limits are those of its /N network
+    # Pacing of the indexer's Gemini embedding requests (chatbot/answering/pacing.py).
+    embedding_request_rate: str = "100/minute"
+    embedding_token_rate: str = "30000/minute"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -220,4 +225,6 @@ class Settings:
             events_flush_seconds=_float(env, "EVENTS_FLUSH_SECONDS", 30.0, minimum=0.1),
             condense_timeout_seconds=_float(env, "CONDENSE_TIMEOUT_SECONDS", 2.0, minimum=0.1),
             ipv6_prefix_length=_int(env, "IPV6_PREFIX_LENGTH", 64, minimum=1, maximum=128),
+            embedding_request_rate=_rate(env, "EMBEDDING_REQUEST_RATE", "100/minute"),
+            embedding_token_rate=_rate(env, "EMBEDDING_TOKEN_RATE", "30000/minute"),
         )
