@@ -165,7 +165,8 @@ def build_snapshot(
         },
     )
     built = BuiltSnapshot(manifest, archive)
-    verify_snapshot(built, embedder, probe=chunks[embedded[0] if embedded else 0])
+    probe = embedded[0] if embedded else 0
+    verify_snapshot(built, chunks[probe], vectors[probe])
     built.write_manifest()
     logger.info(
         "Built snapshot %s: %d documents, %d chunks (reused %d, embedded %d, removed %d), %d bytes",
@@ -180,8 +181,9 @@ def build_snapshot(
     return built
 
 
-def verify_snapshot(built: BuiltSnapshot, embedder: Embedder, probe: documents.Chunk) -> None:
-    """Reopen the packed archive in a fresh directory and check a smoke query finds its chunk."""
+def verify_snapshot(built: BuiltSnapshot, probe: documents.Chunk, vector: np.ndarray) -> None:
+    """Reopen the packed archive in a fresh directory and check a smoke query finds ``probe``
+    by its ``vector``."""
     with tempfile.TemporaryDirectory(prefix="romega-verify-") as tmp:
         path = Path(tmp) / "chroma"
         safe_extract(built.archive, path)
@@ -191,7 +193,7 @@ def verify_snapshot(built: BuiltSnapshot, embedder: Embedder, probe: documents.C
                 raise SnapshotError(
                     f"reopened snapshot holds {index.count} chunks, built {built.manifest.chunks}"
                 )
-            hits = index.query(embedder.embed([probe.embedding_text()])[0], k=3)
+            hits = index.query(vector, k=3)
             if not hits or probe.text not in {h.text for h in hits}:
                 raise SnapshotError("smoke query on the reopened snapshot did not find its chunk")
         finally:
