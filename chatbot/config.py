@@ -167,7 +167,7 @@ class Settings:
     ipv6_prefix_length: int = 64  # an IPv6 client's rate limits are those of its /N network
     # Pacing of the indexer's Gemini embedding requests (chatbot/answering/pacing.py).
     embedding_request_rate: str = "100/minute"
-    embedding_token_rate: str = "30000/minute"
+    embedding_token_rate: str = "1000000/minute"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -226,5 +226,5 @@ class Settings:
             condense_timeout_seconds=_float(env, "CONDENSE_TIMEOUT_SECONDS", 2.0, minimum=0.1),
             ipv6_prefix_length=_int(env, "IPV6_PREFIX_LENGTH", 64, minimum=1, maximum=128),
             embedding_request_rate=_rate(env, "EMBEDDING_REQUEST_RATE", "100/minute"),
-            embedding_token_rate=_rate(env, "EMBEDDING_TOKEN_RATE", "30000/minute"),
+            embedding_token_rate=_rate(env, "EMBEDDING_TOKEN_RATE", "1000000/minute"),
         )

@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             version = publish(storage, built)
             print(f"published {version} -> {storage.uri}")
     except (ChatbotError, OSError) as exc:
-        print(f"indexer: error: {exc}", file=sys.stderr)
+        # Gemini errors carry the visitor's friendly text as their message, the cause in detail.
+        print(f"indexer: error: {getattr(exc, 'detail', None) or exc}", file=sys.stderr)
         return 1
     return 0
 

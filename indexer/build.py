@@ -28,10 +28,16 @@ from indexer.incremental import Reuse, chunk_hash, plan_reuse, write_chunk_hashe
 
 __all__ = ["build_from_folder", "build_snapshot", "embed_chunks", "snapshot_manifest"]
 logger = logging.getLogger(__name__)
+# Chunks handed to the embedder at a time (one progress-bar step): the ONNX model runs them
+# in batches of 32, Gemini in requests of 100.
+EMBED_STEP = 200
 
 
 def embed_chunks(
-    embedder: Embedder, chunks: list[documents.Chunk], batch: int = 64, progress: bool | None = None
+    embedder: Embedder,
+    chunks: list[documents.Chunk],
+    batch: int = EMBED_STEP,
+    progress: bool | None = None,
 ) -> np.ndarray:
     """Embed every chunk with a progress bar on a terminal, quietly elsewhere.
 
