@@ -148,6 +148,7 @@ def build_snapshot(
     with tempfile.TemporaryDirectory(prefix="romega-build-") as tmp:
         db_dir = Path(tmp) / "chroma"
         build_collection(db_dir, chunks, vectors)
+        chroma_seconds = time.perf_counter() - started - embed_seconds
         ids = (c.id for c in chunks)
         hash_entry = write_chunk_hashes(db_dir, dict(zip(ids, hashes, strict=True)))
         archive = out_dir / f"{version}.tar.zst"
@@ -160,7 +161,7 @@ def build_snapshot(
         fingerprint,
         archive_info,
         now,
-        build_seconds={"embed": round(embed_seconds, 3)},
+        build_seconds={"embed": round(embed_seconds, 3), "chroma": round(chroma_seconds, 3)},
         chunk_hashes=hash_entry,
         reuse={
             "base": reuse.base,
