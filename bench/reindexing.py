@@ -58,11 +58,13 @@ def bare_session_seconds(embedder: TimedEmbedder) -> float:
 
 
 def edit_one_document(knowledge: Path, round_number: int) -> Path:
-    """Append a sentence to the first section of the first document."""
+    """Append a sentence to the first section of the first document (its title unchanged)."""
     document = sorted(knowledge.rglob("*.md"))[0]
     text = document.read_text(encoding="utf-8")
-    head, sep, rest = text.partition("\n\n## ")
-    document.write_text(head + f" Edited in round {round_number}." + sep + rest, encoding="utf-8")
+    first, sep, rest = text.partition("\n\n## ")
+    section, sep2, later = rest.partition("\n\n## ")
+    edited = f"{section.rstrip()} Edited in round {round_number}."
+    document.write_text(first + sep + edited + sep2 + later, encoding="utf-8")
     return document
 
 
