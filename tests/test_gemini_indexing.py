@@ -15,7 +15,7 @@ import pytest
 from bench.corpus import write_knowledge
 from chatbot.bucket.layout import read_latest
 from chatbot.bucket.storage import LocalStorage
-from harness.fake_gemini import FakeGemini, wrong_embeddings
+from harness.fake_gemini import FakeGemini, rate_limited, wrong_embeddings
 from indexer.__main__ import main
 from indexer.documents import chunk_knowledge
 
@@ -58,13 +58,15 @@ def embedding_texts(knowledge: Path) -> list[str]:
 def test_a_build_through_quota_errors_embeds_every_chunk_exactly_once(
     gemini_env, fake_gemini, knowledge, tmp_path, capsys
 ):
-    fake_gemini.embed_quota(requests=2, per_seconds=0.5)
+    # Scripted, not timed: 429s with a retryDelay at the start and in the middle of the build.
+    quota = rate_limited(retry_delay=0.2)
+    fake_gemini.script([quota, quota, 200, 200, quota, 200], method=EMBED)
     assert run(knowledge, tmp_path / "bucket") == 0
     printed = capsys.readouterr().out
     texts = embedding_texts(knowledge)
     assert len(texts) == CHUNKS and f"embedded {CHUNKS}" in printed
     assert fake_gemini.embedded_texts == {text: 1 for text in texts}
-    assert len(fake_gemini.calls(EMBED)) > REQUESTS  # some met the quota, waited, were retried
+    assert len(fake_gemini.calls(EMBED)) == REQUESTS + 3  # each 429 waited and was retried
     assert read_latest(LocalStorage(tmp_path / "bucket")).version is not None
 
 
