@@ -1,8 +1,9 @@
 """`python -m bench [--quick] [--only NAME]`: run the benchmarks, write docs/benchmarks.md.
 
-Order: build every corpus (always: the others need the snapshots), then cold start,
-latency, streaming, throughput, memory and resilience. Results go to bench/results.json and
-docs/benchmarks.md. A benchmark that crashes is reported as such; the command still exits 0.
+Order: build every corpus (the others need the snapshots; `--only reindex` builds its own),
+then cold start, latency, streaming, throughput, memory, resilience and reindexing. Results
+go to bench/results.json and docs/benchmarks.md. A benchmark that crashes is reported as such;
+the command still exits 0.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from bench import (
     latency,
     load,
     memory,
+    reindexing,
     report,
     resilience,
     streaming,
@@ -31,8 +33,17 @@ from bench import (
 from bench.servers import clear_config_environment
 from chatbot.answering.embeddings import OnnxEmbedder
 
-SECTIONS = ("coldstart", "latency", "streaming", "throughput", "memory", "resilience", "widget")
-NO_CORPORA = {"widget"}  # sections that need no built corpus
+SECTIONS = (
+    "coldstart",
+    "latency",
+    "streaming",
+    "throughput",
+    "memory",
+    "resilience",
+    "reindex",
+    "widget",
+)
+NO_CORPORA = {"reindex", "widget"}  # sections that build their own corpus, or need none
 
 
 def _say(message: str) -> None:
@@ -59,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="romega-bench-"))
     embedder = OnnxEmbedder()
     try:
-        corpora, figures = [], {}
+        corpora: list[indexing.BuiltCorpus] = []
+        figures: dict = {}
         if args.only not in NO_CORPORA:
             _say(f"building corpora ({results['mode']} mode) in {workdir}")
             t0 = time.perf_counter()
@@ -76,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 [c for c in corpora if c.name != "sample"], args.quick, workdir
             ),
             "resilience": lambda: resilience.run(corpora, args.quick, workdir),
+            "reindex": lambda: reindexing.run(args.quick, workdir),
             "widget": lambda: widget.run(args.quick, workdir),
         }
         for name in SECTIONS:

@@ -57,6 +57,8 @@ ENVIRONMENT_VARIABLES = (
     "CONDENSE_TIMEOUT_SECONDS",
     "IPV6_PREFIX_LENGTH",
     "SOURCE_BASE_URL",
+    "EMBEDDING_REQUEST_RATE",
+    "EMBEDDING_TOKEN_RATE",
 )
 DEFAULT_SNAPSHOT_URI = ".local/bucket"
 # The shortest ADMIN_TOKEN accepted: secrets.token_urlsafe(24) is 32 characters (192 bits).
@@ -179,6 +181,9 @@ class Settings:
     condense_timeout_seconds: float = 2.0
     ipv6_prefix_length: int = 64  # an IPv6 client's rate limits are those of its /N network
     source_base_url: str | None = None  # a source's public page: this + its path, if it names none
+    # Pacing of the indexer's Gemini embedding requests (chatbot/answering/pacing.py).
+    embedding_request_rate: str = "100/minute"
+    embedding_token_rate: str = "1000000/minute"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -237,4 +242,6 @@ class Settings:
             condense_timeout_seconds=_float(env, "CONDENSE_TIMEOUT_SECONDS", 2.0, minimum=0.1),
             ipv6_prefix_length=_int(env, "IPV6_PREFIX_LENGTH", 64, minimum=1, maximum=128),
             source_base_url=_http_url(env, "SOURCE_BASE_URL"),
+            embedding_request_rate=_rate(env, "EMBEDDING_REQUEST_RATE", "100/minute"),
+            embedding_token_rate=_rate(env, "EMBEDDING_TOKEN_RATE", "1000000/minute"),
         )

@@ -1,4 +1,8 @@
-"""`python -m indexer build|publish|run`: build snapshots and publish them to a bucket."""
+"""`python -m indexer build|publish|run`: build snapshots and publish them to a bucket.
+
+`run` is incremental: it reuses the vectors of unchanged chunks from the snapshot LATEST names
+in the target bucket (indexer/incremental.py); `run --full` and `build` embed everything.
+"""
 
 from __future__ import annotations
 
@@ -32,26 +36,47 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     for p in (run, pub):
         p.add_argument("--to", help="SNAPSHOT_URI to publish to (default: $SNAPSHOT_URI)")
+    run.add_argument(
+        "--full", action="store_true", help="embed every chunk, reusing nothing from LATEST"
+    )
     args = parser.parse_args(argv)
 
     try:
         settings = Settings.from_env(os.environ)
         configure_logging(settings)
+        storage = None
+        if args.command in ("run", "publish"):
+            storage = open_storage(args.to or settings.snapshot_uri)
         if args.command == "publish":
             built = BuiltSnapshot.load(args.snapshot)
         else:
-            embedder = make_embedder(settings.embedding_backend, settings)
-            built = build_from_folder(args.knowledge, embedder, args.out, progress=args.progress)
-            manifest = built.manifest
-            print(f"built {manifest.version} ({manifest.chunks} chunks) -> {built.archive}")
-        if args.command in ("run", "publish"):
-            storage = open_storage(args.to or settings.snapshot_uri)
+            embedder = make_embedder(settings.embedding_backend, settings, indexing=True)
+            reuse_from = storage if args.command == "run" and not args.full else None
+            built = build_from_folder(
+                args.knowledge, embedder, args.out, progress=args.progress, reuse_from=reuse_from
+            )
+            print(_built_line(built))
+        if storage is not None:
             version = publish(storage, built)
             print(f"published {version} -> {storage.uri}")
     except (ChatbotError, OSError) as exc:
-        print(f"indexer: error: {exc}", file=sys.stderr)
+        # Gemini errors carry the visitor's friendly text as their message, the cause in detail.
+        print(f"indexer: error: {getattr(exc, 'detail', None) or exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _built_line(built: BuiltSnapshot) -> str:
+    """What a build did: its version, and the reused / embedded / removed counts."""
+    manifest = built.manifest
+    reuse = manifest.data["reuse"]
+    line = (
+        f"built {manifest.version} ({manifest.chunks} chunks: reused {reuse['reused']}, "
+        f"embedded {reuse['embedded']}, removed {reuse['removed']}) -> {built.archive}"
+    )
+    if reuse["base"] is not None:
+        return f"{line}\nreused vectors from {reuse['base']}"
+    return f"{line}\nfull build: {reuse['full_build_reason']}"
 
 
 if __name__ == "__main__":
