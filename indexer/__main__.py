@@ -1,4 +1,5 @@
-"""`python -m indexer build|publish|run`: build snapshots and publish them to a bucket."""
+"""`python -m indexer build|publish|run|insights`: build snapshots, publish them to a bucket,
+and report what visitors asked (docs/insights.md)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 from chatbot.answering.embeddings import make_embedder
@@ -13,6 +16,13 @@ from chatbot.bucket.publishing import BuiltSnapshot, publish
 from chatbot.bucket.storage import open_storage
 from chatbot.config import Settings
 from chatbot.errors import ChatbotError
+from chatbot.insights import (
+    WEAK_SCORE,
+    build_report,
+    latest_index,
+    render_html,
+    write_eval_cases,
+)
 from chatbot.logs import configure_logging
 from indexer.build import build_from_folder
 
@@ -32,11 +42,19 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     for p in (run, pub):
         p.add_argument("--to", help="SNAPSHOT_URI to publish to (default: $SNAPSHOT_URI)")
+    insights = sub.add_parser("insights", help="report on the events of the last --days days")
+    insights.add_argument("--from", dest="source", help="SNAPSHOT_URI (default: $SNAPSHOT_URI)")
+    insights.add_argument("--days", type=_days, default=7, help="UTC days, today included")
+    insights.add_argument("--out", type=Path, default=Path("build/insights"))
+    insights.add_argument("--weak-score", type=float, default=WEAK_SCORE)
+    insights.add_argument("--export-eval", type=Path, metavar="FILE", help="write cases to label")
     args = parser.parse_args(argv)
 
     try:
         settings = Settings.from_env(os.environ)
         configure_logging(settings)
+        if args.command == "insights":
+            return _insights(args, settings)
         if args.command == "publish":
             built = BuiltSnapshot.load(args.snapshot)
         else:
@@ -51,6 +69,44 @@ def main(argv: list[str] | None = None) -> int:
     except (ChatbotError, OSError) as exc:
         print(f"indexer: error: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _days(text: str) -> int:
+    days = int(text)
+    if days < 1:
+        raise argparse.ArgumentTypeError("--days must be at least 1")
+    return days
+
+
+def _insights(args: argparse.Namespace, settings: Settings) -> int:
+    """Write insights.json and insights.html for the period into --out."""
+    storage = open_storage(args.source or settings.snapshot_uri)
+    embedder = make_embedder(settings.embedding_backend, settings)
+    with (
+        tempfile.TemporaryDirectory(prefix="romega-insights-") as scratch,
+        latest_index(storage, Path(scratch), embedder) as snapshot,
+    ):
+        report = build_report(
+            storage,
+            days=args.days,
+            now=datetime.now(UTC),
+            embedder=embedder,
+            snapshot=snapshot,
+            weak_score=args.weak_score,
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "insights.json").write_text(report.model_dump_json(indent=2), encoding="utf-8")
+    (args.out / "insights.html").write_text(render_html(report), encoding="utf-8")
+    totals = report.totals
+    print(
+        f"{totals.questions} questions, {totals.unanswered} unanswered in "
+        f"{len(report.unanswered_groups)} groups, {report.ratings.down} rated down -> "
+        f"{args.out}/insights.json, insights.html"
+    )
+    if args.export_eval:
+        cases = write_eval_cases(report, args.export_eval)
+        print(f"{cases} cases to label -> {args.export_eval}")
     return 0
 
 
