@@ -16,13 +16,9 @@ from chatbot.bucket.publishing import BuiltSnapshot, publish
 from chatbot.bucket.storage import open_storage
 from chatbot.config import Settings
 from chatbot.errors import ChatbotError
-from chatbot.insights import (
-    WEAK_SCORE,
-    build_report,
-    latest_index,
-    render_html,
-    write_eval_cases,
-)
+from chatbot.insights.html import render_html
+from chatbot.insights.report import WEAK_SCORE, build_report, write_eval_cases
+from chatbot.insights.snapshot import latest_index
 from chatbot.logs import configure_logging
 from indexer.build import build_from_folder
 

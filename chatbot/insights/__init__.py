@@ -1,24 +1,10 @@
 """Insights for the knowledge maintainer: what visitors asked that the bot could not answer.
 
-Read the period's events (``query``, DuckDB), group unanswered questions by meaning
-(``grouping``), match them with the LATEST snapshot (``snapshot``), assemble the report
-(``report``, whose contract is ``model``) and draw it as HTML (``html``).
+``query`` reads the period's events with DuckDB, ``grouping`` groups unanswered questions by
+meaning, ``snapshot`` opens LATEST to match them with documents, ``report`` assembles the
+report whose contract is ``model``, and ``html`` draws it. Import the modules themselves: this
+package imports nothing, so ``chatbot.web.models`` can use ``model`` in the chat function,
+which does not install DuckDB (requirements-admin.txt).
 """
 
-from chatbot.insights.html import render_html
-from chatbot.insights.model import InsightsReport
-from chatbot.insights.query import PeriodTooLarge
-from chatbot.insights.report import WEAK_SCORE, Limits, build_report, eval_cases, write_eval_cases
-from chatbot.insights.snapshot import latest_index
-
-__all__ = [
-    "WEAK_SCORE",
-    "InsightsReport",
-    "Limits",
-    "PeriodTooLarge",
-    "build_report",
-    "eval_cases",
-    "latest_index",
-    "render_html",
-    "write_eval_cases",
-]
+__all__: list[str] = []

@@ -37,7 +37,6 @@ from chatbot.errors import (
     StorageError,
     Unauthorized,
 )
-from chatbot.insights import Limits, build_report, latest_index, render_html
 from chatbot.lazy import Lazy
 from chatbot.logs import annotate
 from chatbot.web.bodies import parse_body
@@ -56,11 +55,12 @@ TOKEN_HEADER = "X-Admin-Token"
 # One call's Cloud Storage retries; an operator would rather retry than wait two minutes.
 STORAGE_RETRY_SECONDS = 10.0
 # GET /insights within the function's 60 s: at most 90 days, 512 MB of events and 30 s of
-# queries (more is PeriodTooLarge, 422); `python -m indexer insights` has no such caps.
+# queries (more is PeriodTooLarge, 422), 200 wordings grouped and 200 down-rated answers
+# listed; `python -m indexer insights` reads more.
 MAX_INSIGHTS_DAYS = 90
-INSIGHTS_LIMITS = Limits(
-    top_wordings=200, down_rated=200, max_bytes=512 * 1024**2, deadline_seconds=30.0
-)
+INSIGHTS_MAX_BYTES = 512 * 1024**2
+INSIGHTS_DEADLINE_SECONDS = 30.0
+INSIGHTS_TOP = 200
 # The HTML report has no script and loads nothing; say so to the browser too.
 REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
@@ -209,11 +209,17 @@ class AdminHandlers:
     def insights(self, request: flask.Request) -> Reply:
         """GET /insights?days=N: the insights report, JSON or (``format=html``) HTML.
 
-        It reads only the period's event files, within ``INSIGHTS_LIMITS``.
+        It reads only the period's event files, within the INSIGHTS_* bounds.
         """
+        # Here, not at the top: the chat function imports this module too, without DuckDB.
+        from chatbot.insights.html import render_html
+        from chatbot.insights.report import Limits, build_report
+        from chatbot.insights.snapshot import latest_index
+
         days = _days(request.args.get("days", "7"))
         html = _wants_html(request)
         annotate(days=days)
+        limits = Limits(INSIGHTS_TOP, INSIGHTS_TOP, INSIGHTS_MAX_BYTES, INSIGHTS_DEADLINE_SECONDS)
         with self._one_report:
             with latest_index(
                 self.storage, Path(self.settings.snapshot_dir), self.embedder
@@ -224,7 +230,7 @@ class AdminHandlers:
                     now=datetime.fromtimestamp(self._clock(), UTC),
                     embedder=self.embedder,
                     snapshot=snapshot,
-                    limits=INSIGHTS_LIMITS,
+                    limits=limits,
                 )
         annotate(questions=report.totals.questions, groups=len(report.unanswered_groups))
         if html:
