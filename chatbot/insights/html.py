@@ -23,8 +23,13 @@ _ENV = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+_ENV.filters["thousands"] = lambda n: f"{n:,}"
 # The per-day chart's drawing area, in SVG units (the SVG scales to the page's width).
-DAY_CHART_WIDTH, DAY_CHART_HEIGHT, DAY_CHART_LEFT, DAY_CHART_BOTTOM = 960, 220, 40, 24
+DAY_CHART_WIDTH, DAY_CHART_HEIGHT, DAY_CHART_LEFT, DAY_CHART_BOTTOM = 960, 230, 56, 24
+DAY_CHART_TOP = 10  # room for the top grid line's label
+# Groups and down-rated answers drawn in the page (the JSON has them all).
+GROUPS_SHOWN = 12
+DOWN_RATED_SHOWN = 10
 DONUT_RADIUS = 52
 
 
@@ -51,18 +56,18 @@ class Axis:
 
 
 def _nice_max(value: int) -> int:
-    """The smallest 1, 2 or 5 times a power of ten at least ``value`` (at least 1)."""
-    step = 1
+    """The smallest axis top at least ``value`` whose quarters are round numbers."""
+    scale = 1
     while True:
-        for factor in (1, 2, 5):
-            if step * factor >= value:
-                return step * factor
-        step *= 10
+        for top in (4, 8, 12, 16, 20, 40, 60, 80):
+            if top * scale >= value:
+                return top * scale
+        scale *= 10
 
 
 def _day_chart(report: InsightsReport) -> tuple[list[DayBar], list[Axis]]:
     top = _nice_max(max((d.questions for d in report.per_day), default=0))
-    plot_height = DAY_CHART_HEIGHT - DAY_CHART_BOTTOM
+    plot_height = DAY_CHART_HEIGHT - DAY_CHART_BOTTOM - DAY_CHART_TOP
     slot = (DAY_CHART_WIDTH - DAY_CHART_LEFT) / max(len(report.per_day), 1)
     width = max(slot * 0.7, 1.0)
     label_every = max(1, round(len(report.per_day) / 10))
@@ -74,16 +79,18 @@ def _day_chart(report: InsightsReport) -> tuple[list[DayBar], list[Axis]]:
             DayBar(
                 x=round(DAY_CHART_LEFT + n * slot + (slot - width) / 2, 1),
                 width=round(width, 1),
-                answered_y=round(plot_height - answered, 1),
+                answered_y=round(DAY_CHART_TOP + plot_height - answered, 1),
                 answered_height=round(answered, 1),
-                unanswered_y=round(plot_height - answered - unanswered, 1),
+                unanswered_y=round(DAY_CHART_TOP + plot_height - answered - unanswered, 1),
                 unanswered_height=round(unanswered, 1),
                 label=day.day[5:] if n % label_every == 0 or n == len(report.per_day) - 1 else "",
                 title=f"{day.day}: {day.questions} questions, {day.answered} answered, "
                 f"{day.unanswered} unanswered, {day.cached} from the cache",
             )
         )
-    axes = [Axis(round(plot_height * (1 - k / 4), 1), top * k // 4) for k in range(5)]
+    axes = [
+        Axis(round(DAY_CHART_TOP + plot_height * (1 - k / 4), 1), top * k // 4) for k in range(5)
+    ]
     return bars, axes
 
 
@@ -114,8 +121,9 @@ def render_html(report: InsightsReport) -> str:
             "width": DAY_CHART_WIDTH,
             "height": DAY_CHART_HEIGHT,
             "left": DAY_CHART_LEFT,
-            "plot_height": DAY_CHART_HEIGHT - DAY_CHART_BOTTOM,
         },
+        groups_shown=GROUPS_SHOWN,
+        down_shown=DOWN_RATED_SHOWN,
         answer_rate=_percent(report.totals.answer_rate),
         cache_rate=_percent(report.totals.cache_hit_rate),
         answer_donut=_donut(report.totals.answer_rate),
