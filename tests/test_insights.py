@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import duckdb
 import pytest
 
 from chatbot.bucket.events import EventLog
 from chatbot.bucket.gcs import GCSStorage
 from chatbot.insights.grouping import group_wordings
 from chatbot.insights.html import render_html
-from chatbot.insights.query import PeriodTooLarge, period_days, read_figures
+from chatbot.insights.query import PeriodTooLarge, period_days, query_deadline, read_figures
 from chatbot.insights.report import build_report, eval_cases, write_eval_cases
 from chatbot.insights.snapshot import latest_index
 
@@ -163,6 +164,12 @@ def test_a_period_over_the_byte_cap_is_refused(bucket):
             max_bytes=100,
         )
     assert caught.value.status_code == 422
+
+
+def test_queries_past_the_deadline_are_refused():
+    with duckdb.connect() as con, pytest.raises(PeriodTooLarge, match="more than 0.2 s"):
+        with query_deadline(con, 0.2):
+            con.execute("SELECT count(*) FROM range(1000000000000) AS a(n) WHERE n % 7 = 3")
 
 
 def test_a_cloud_storage_bucket_is_read_through_its_downloads(gcs_bucket, bucket, embedder):

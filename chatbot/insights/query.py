@@ -27,7 +27,7 @@ from chatbot.bucket.layout import EVENTS_PREFIX
 from chatbot.bucket.storage import LocalStorage, Storage
 from chatbot.errors import ClientError
 
-__all__ = ["EventFigures", "PeriodTooLarge", "period_days", "read_figures"]
+__all__ = ["EventFigures", "PeriodTooLarge", "period_days", "query_deadline", "read_figures"]
 logger = logging.getLogger(__name__)
 # The fields the report reads; every other field of an event is ignored.
 COLUMNS = {
@@ -127,12 +127,16 @@ def _event_keys(storage: Storage, days: list[date]) -> list[str]:
 
 
 @contextmanager
-def _local_files(storage: Storage, keys: list[str], max_bytes: int) -> Iterator[list[Path]]:
-    """The batches as local files: in place for a local bucket, else downloaded to a temp dir."""
+def _local_files(
+    storage: Storage, keys: list[str], max_bytes: int
+) -> Iterator[tuple[list[Path], int]]:
+    """The batches as local files and their size: in place for a local bucket, else downloaded
+    to a temporary directory (removed afterwards)."""
     if isinstance(storage, LocalStorage):
         paths = [storage.root / key for key in keys]
-        _check_size(sum(p.stat().st_size for p in paths), max_bytes)
-        yield paths
+        total = sum(p.stat().st_size for p in paths)
+        _check_size(total, max_bytes)
+        yield paths, total
         return
     workdir = Path(tempfile.mkdtemp(prefix="romega-insights-"))
     pool = ThreadPoolExecutor(DOWNLOAD_THREADS)
@@ -142,7 +146,7 @@ def _local_files(storage: Storage, keys: list[str], max_bytes: int) -> Iterator[
         for path, _ in zip(paths, pool.map(storage.download, keys, paths), strict=True):
             total += path.stat().st_size
             _check_size(total, max_bytes)  # stops downloading as soon as the cap is passed
-        yield paths
+        yield paths, total
     finally:
         pool.shutdown(cancel_futures=True)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -158,7 +162,7 @@ def _check_size(total: int, max_bytes: int) -> None:
 
 
 @contextmanager
-def _deadline(con: duckdb.DuckDBPyConnection, seconds: float | None) -> Iterator[None]:
+def query_deadline(con: duckdb.DuckDBPyConnection, seconds: float | None) -> Iterator[None]:
     """Interrupt ``con``'s running query after ``seconds``: PeriodTooLarge instead of a hang."""
     if seconds is None:
         yield
@@ -188,12 +192,11 @@ def read_figures(
 ) -> EventFigures:
     """Read the events of ``days`` from ``storage`` and compute the report's figures."""
     keys = _event_keys(storage, days)
-    with _local_files(storage, keys, max_bytes) as paths, duckdb.connect() as con:
-        size = sum(p.stat().st_size for p in paths)
+    with _local_files(storage, keys, max_bytes) as (paths, size), duckdb.connect() as con:
         logger.info("Reading %d event files (%d bytes) for %d days", len(paths), size, len(days))
         if not paths:
             return EventFigures(0, 0, 0, 0, 0, 0, {}, {}, [], 0, [], {})
-        with _deadline(con, deadline_seconds):
+        with query_deadline(con, deadline_seconds):
             return _query(con, paths, size, weak_score, top_wordings, down_rated_limit)
 
 
