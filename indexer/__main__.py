@@ -7,7 +7,6 @@ import argparse
 import logging
 import os
 import sys
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -79,10 +78,7 @@ def _insights(args: argparse.Namespace, settings: Settings) -> int:
     """Write insights.json and insights.html for the period into --out."""
     storage = open_storage(args.source or settings.snapshot_uri)
     embedder = make_embedder(settings.embedding_backend, settings)
-    with (
-        tempfile.TemporaryDirectory(prefix="romega-insights-") as scratch,
-        latest_index(storage, Path(scratch), embedder) as snapshot,
-    ):
+    with latest_index(storage, embedder) as snapshot:
         report = build_report(
             storage,
             days=args.days,

@@ -71,9 +71,9 @@ def write_period(storage, now: datetime = NOW) -> None:
 
 
 @pytest.fixture
-def report(bucket, embedder, tmp_path):
+def report(bucket, embedder):
     write_period(bucket)
-    with latest_index(bucket, tmp_path / "restored", embedder) as snapshot:
+    with latest_index(bucket, embedder) as snapshot:
         yield build_report(bucket, days=7, now=NOW, embedder=embedder, snapshot=snapshot)
 
 

@@ -1,9 +1,11 @@
 """The snapshot the report matches unanswered questions against: LATEST, restored and verified
-as a chat instance would (chatbot/bucket/restore.py), opened read-only for nearest documents."""
+as a chat instance would (chatbot/bucket/restore.py) into a temporary directory, opened for
+nearest documents and removed afterwards (/tmp is RAM on Cloud Functions: nothing stays)."""
 
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,9 +23,9 @@ logger = logging.getLogger(__name__)
 
 @contextmanager
 def latest_index(
-    storage: Storage, root: Path, embedder: Embedder
+    storage: Storage, embedder: Embedder
 ) -> Iterator[tuple[str, KnowledgeIndex] | None]:
-    """``(version, index)`` of LATEST restored under ``root``; None when there is none to use.
+    """``(version, index)`` of LATEST, restored for the ``with`` block; None when there is none.
 
     None too, with a warning, when LATEST was embedded by another model than ``embedder``
     (its vectors could not be compared) or fails its checks: the report is still worth having,
@@ -33,16 +35,17 @@ def latest_index(
     if version is None:
         yield None
         return
-    try:
-        manifest = read_manifest(storage, version)
-        check_embedder(manifest, embedder.fingerprint(), user="insights")
-        restored = restore(storage, manifest, root)
-        index = open_verified(restored.path, manifest, KnowledgeIndex)
-    except SnapshotError as exc:
-        logger.warning("Insights without a snapshot: %s", exc)
-        yield None
-        return
-    try:
-        yield version, index
-    finally:
-        index.close()
+    with tempfile.TemporaryDirectory(prefix="romega-insights-snapshot-") as root:
+        try:
+            manifest = read_manifest(storage, version)
+            check_embedder(manifest, embedder.fingerprint(), user="insights")
+            restored = restore(storage, manifest, Path(root))
+            index = open_verified(restored.path, manifest, KnowledgeIndex)
+        except SnapshotError as exc:
+            logger.warning("Insights without a snapshot: %s", exc)
+            yield None
+            return
+        try:
+            yield version, index
+        finally:
+            index.close()

@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import flask
 
@@ -221,9 +220,7 @@ class AdminHandlers:
         annotate(days=days)
         limits = Limits(INSIGHTS_TOP, INSIGHTS_TOP, INSIGHTS_MAX_BYTES, INSIGHTS_DEADLINE_SECONDS)
         with self._one_report:
-            with latest_index(
-                self.storage, Path(self.settings.snapshot_dir), self.embedder
-            ) as snapshot:
+            with latest_index(self.storage, self.embedder) as snapshot:
                 report = build_report(
                     self.storage,
                     days=days,
