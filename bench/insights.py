@@ -192,7 +192,7 @@ def run(corpora: list[BuiltCorpus], quick: bool, workdir: Path) -> dict:
         "groups": len(report["unanswered_groups"]),
         "wordings_grouped": report["unanswered_wordings_grouped"],
         "html_bytes": (out / "insights.html").stat().st_size,
-        "output": done.stdout.strip(),
+        "summary": done.stdout.strip().splitlines()[-1],
     }
 
 
