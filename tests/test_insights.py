@@ -208,7 +208,7 @@ def test_admin_insights_answers_html_when_asked(admin, query, headers):
     assert "What visitors asked" in response.text and "<script" not in response.text
 
 
-@pytest.mark.parametrize("days", ["0", "91", "abc", "-1", "7.5", ""])
+@pytest.mark.parametrize("days", ["0", "91", "abc", "-1", "7.5", "", "%C2%B2", "%EF%BC%97"])
 def test_admin_insights_refuses_a_bad_period_with_a_400(admin, days):
     response = admin.get(f"/insights?days={days}", headers={"X-Admin-Token": TOKEN})
     assert response.status_code == 400

@@ -252,7 +252,7 @@ class AdminHandlers:
 
 def _days(text: str) -> int:
     """The ``days`` query parameter: a whole number from 1 to MAX_INSIGHTS_DAYS, else 400."""
-    if not text.isdigit() or not 1 <= int(text) <= MAX_INSIGHTS_DAYS:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_INSIGHTS_DAYS:
         raise ClientError(
             f"Query parameter 'days' must be a whole number from 1 to {MAX_INSIGHTS_DAYS}, "
             f"got {text[:20]!r}"
