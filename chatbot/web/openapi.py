@@ -534,9 +534,9 @@ def _insights(rate: str) -> dict:
                 "Query parameter 'days' must be a whole number from 1 to 90, got '0'",
             ),
             "422": _error(
-                "The period holds more events than one request reads (512 MB, 30 s of "
+                "The period holds more events than one request reads (256 MB, 30 s of "
                 "queries); use fewer days, the command line or BigQuery.",
-                "The period's events hold 900 MB, more than the 537 MB one report reads here: ...",
+                "The period's events hold 300 MB, more than the 268 MB one report reads here: ...",
             ),
         },
     )
