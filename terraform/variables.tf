@@ -384,3 +384,19 @@ variable "workload_identity_provider_id" {
   type        = string
   default     = "github"
 }
+
+# --- Insights (BigQuery over the events) ---------------------------------------------------
+
+variable "insights_reader_members" {
+  description = "IAM members who may query the insights dataset's events table, e.g. [\"group:knowledge@example.com\"] (they also need roles/bigquery.jobUser in a project of theirs)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition = alltrue([
+      for member in var.insights_reader_members :
+      !contains(["allusers", "allauthenticatedusers"], lower(member))
+    ])
+    error_message = "Events hold visitors' questions: allUsers and allAuthenticatedUsers cannot read them."
+  }
+}

@@ -319,6 +319,30 @@ def test_snapshot_bucket_keeps_bounded_history(tf: Config) -> None:
     assert [c["days_since_noncurrent_time"] for c in events if "age" not in c] == [1]
 
 
+def test_insights_table_reads_the_events_prefix_with_the_reports_schema(tf: Config) -> None:
+    """BigQuery's external table is an explicit schema over <prefix>/events/*, holding the
+    fields the DuckDB report reads; only the listed readers get it, and only those files."""
+    from chatbot.insights.query import COLUMNS
+
+    table = tf.resource("google_bigquery_table", "events")
+    external = _block(table, "external_data_configuration")
+    assert external["source_format"] == "NEWLINE_DELIMITED_JSON" and external["autodetect"] is False
+    assert [tf.resolve(uri) for uri in external["source_uris"]] == [
+        "${local.snapshot_uri}/events/*"
+    ]
+    fields = {field["name"]: field for field in tf.locals["events_schema"]}
+    assert set(COLUMNS) <= set(fields)
+    assert [f["name"] for f in fields["sources"]["fields"]] == ["source", "score"]
+    assert fields["sources"]["mode"] == "REPEATED"
+    viewers = tf.resource("google_bigquery_dataset_iam_member", "insights_readers")
+    assert viewers["role"] == "roles/bigquery.dataViewer"
+    assert viewers["for_each"] == "${toset(var.insights_reader_members)}"
+    files = tf.resource("google_storage_bucket_iam_member", "insights_readers_read_events")
+    assert files["role"] == "roles/storage.objectViewer"
+    assert "/events/" in _block(files, "condition")["expression"]
+    assert tf.variables["insights_reader_members"]["default"] == []
+
+
 def test_function_sources_are_content_addressed(tf: Config) -> None:
     """A changed zip gets a new object name, so terraform redeploys exactly when it changes."""
     for function in ("chat", "admin"):

@@ -123,6 +123,13 @@ class KnowledgeIndex:
             )
         return passages
 
+    def documents(self) -> dict[str, str]:
+        """Every document the snapshot holds: its source path and title (for insights)."""
+        with self._lock:
+            metadatas = self._collection.get(include=["metadatas"])["metadatas"] or []
+        found = ((str(m.get("source", "")), str(m.get("title", ""))) for m in metadatas if m)
+        return dict(sorted(found))
+
     def close(self) -> None:
         """Release chroma's handles on the directory so it can be deleted."""
         self._client.close()

@@ -245,7 +245,9 @@ class ChatService:
             self.events.record("dont_know", **common)
             return
         sources = [{"source": s["source"], "score": s["score"]} for s in answer.sources]
-        self.events.record("answer", **common, sources=sources, generator=answer.generator)
+        self.events.record(
+            "answer", **common, sources=sources, generator=answer.generator, answer=answer.text
+        )
 
     # -- answering ------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic_core import PydanticCustomError
 
 from chatbot.bucket.layout import valid_version
+from chatbot.insights.model import InsightsReport  # GET /insights; its contract lives there
 
 __all__ = [
     "Activated",
@@ -38,6 +39,7 @@ __all__ = [
     "GenerationError",
     "Health",
     "HistoryMessage",
+    "InsightsReport",
     "MetaEvent",
     "RateLimitError",
     "RouteInfo",

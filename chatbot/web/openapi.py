@@ -533,6 +533,53 @@ def _admin(op_id: str, summary: str, description: str, rate: str, ok: dict, **er
     return _operation(op_id, "admin", summary, description, responses, rate)
 
 
+def _insights(rate: str) -> dict:
+    """GET /insights: the report as JSON, or as a self-contained HTML page."""
+    operation = _admin(
+        "insights",
+        "What visitors asked and the bot could not answer",
+        "The insights report of the last `days` UTC days (docs/insights.md): unanswered "
+        "questions grouped by meaning with their nearest document, answers rated down with "
+        "their comments, answer and cache hit rates per day, documents cited most and never. "
+        "JSON unless `format=html` or the Accept header prefers text/html.",
+        rate,
+        {
+            "description": "The report.",
+            "headers": _headers("X-Request-Id"),
+            "content": {
+                "application/json": {"schema": _ref("InsightsReport")},
+                "text/html": {"schema": {"type": "string"}},
+            },
+        },
+        **{
+            "400": _error(
+                "`days` is not a whole number from 1 to 90, or `format` is neither json nor html.",
+                "Query parameter 'days' must be a whole number from 1 to 90, got '0'",
+            ),
+            "422": _error(
+                "The period holds more events than one request reads (256 MB, 30 s of "
+                "queries); use fewer days, the command line or BigQuery.",
+                "The period's events hold 300 MB, more than the 268 MB one report reads here: ...",
+            ),
+        },
+    )
+    operation["parameters"] = [
+        {
+            "name": "days",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 1, "maximum": 90, "default": 7},
+        },
+        {
+            "name": "format",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "enum": ["json", "html"]},
+        },
+    ]
+    return operation
+
+
 def admin_document(settings: Settings) -> dict:
     """The OpenAPI 3.1 document of the private admin function (served behind the token)."""
     read, write = settings.rate_limit_admin, settings.rate_limit_admin_write
@@ -614,6 +661,7 @@ def admin_document(settings: Settings) -> dict:
             )
         },
         "/snapshots/activate": {"post": activate},
+        "/insights": {"get": _insights(read)},
     }
     components = _components(
         paths,
