@@ -3,14 +3,16 @@
 On the first request the instance restores LATEST (bounded retries; a failure is a 503, its
 reason logged and reported in the heartbeat, and retried by later requests after a short
 backoff; a refused version is not restored again, so a bad snapshot costs one restore, not
-one per request). Afterwards, at most every CONTROL_POLL_SECONDS, a background thread
-started by a request reads the cache epoch and LATEST and has the ``SnapshotServer`` load a
-new version; at most every HEARTBEAT_SECONDS it writes this instance's heartbeat. None of
-it blocks or fails a visitor: a storage error during a poll is logged and the next poll
-tries again.
+one per request). Afterwards, the first request after CONTROL_POLL_SECONDS reads the cache
+epoch and LATEST's name itself, before it is served (two small reads), so a fleet-wide cache
+clear reaches that very request; loading a new version and writing this instance's
+heartbeat (at most every HEARTBEAT_SECONDS) happen in a background thread, off the
+visitor's path. A storage error during a check is logged and the next check tries again;
+it never fails a visitor.
 
-Polls are started by requests, not by a timer: Cloud Functions gives an instance CPU only
-while it serves, so an idle instance catches up on its next request.
+Checks are made by requests, not by a timer: Cloud Functions gives an instance CPU only
+while it serves, so an idle instance catches up on its next request (a background poll
+would run only after that request was served from the old cache).
 """
 
 from __future__ import annotations
@@ -124,35 +126,63 @@ class BucketFollower:
     # -- polling --------------------------------------------------------------------------
 
     def maybe_poll(self) -> None:
-        """Start a background poll if the last one is older than CONTROL_POLL_SECONDS."""
+        """Once CONTROL_POLL_SECONDS have passed: check the epoch and LATEST now, catch up later.
+
+        Called before a request is served. The epoch (and LATEST's name) are read on this
+        request; a new snapshot is loaded, and the heartbeat written, by a background thread.
+        """
         now = self._clock()
         with self._poll_lock:
             if now - self._last_poll < self.poll_seconds:
                 return
+            self._last_poll = now
+        wanted = self._check_control()
+        if wanted is None and self._clock() - self._last_heartbeat < self.heartbeat_seconds:
+            return
+        with self._poll_lock:
             if self._poller is not None and self._poller.is_alive():
                 return
-            self._last_poll = now
-            self._poller = threading.Thread(target=self.poll, name="snapshot-poll", daemon=True)
+            self._poller = threading.Thread(
+                target=self._catch_up, args=(wanted,), name="snapshot-poll", daemon=True
+            )
             self._poller.start()
 
     def poll(self) -> None:
-        """One round: cache epoch, LATEST, heartbeat. Errors are logged and retried next round."""
+        """One whole round at once: cache epoch, LATEST (loaded if new), heartbeat."""
+        self._catch_up(self._check_control())
+
+    def _check_control(self) -> str | None:
+        """Read the cache epoch and LATEST; the version to load, if LATEST names a new one.
+
+        Errors are logged and retried at the next check.
+        """
         try:
             self._read_epoch()
         except StorageError as exc:
             logger.warning("Could not read the cache epoch: %s", exc)
-        except Exception:  # noqa: BLE001 - the poller must never die silently
+        except Exception:  # noqa: BLE001 - a check must never fail a visitor
             logger.exception("Reading the cache epoch crashed")
         try:
             version = read_latest(self.storage).require()
-            if self.server.wants(version):
+        except (SnapshotError, StorageError) as exc:
+            logger.warning("Snapshot poll failed: %s", exc)
+            return None
+        except Exception:  # noqa: BLE001 - a check must never fail a visitor
+            logger.exception("Snapshot poll crashed")
+            return None
+        return version if self.server.wants(version) else None
+
+    def _catch_up(self, version: str | None) -> None:
+        """Load ``version`` (if any) and write the heartbeat if it is due; never raises."""
+        if version is not None:
+            try:
                 with self.server.load_lock:
                     if self.server.wants(version):  # a cold start may have loaded it meanwhile
                         self.server.load(version)
-        except (SnapshotError, StorageError) as exc:
-            logger.warning("Snapshot poll failed: %s", exc)
-        except Exception:  # noqa: BLE001 - the poller must never die silently
-            logger.exception("Snapshot poll crashed")
+            except (SnapshotError, StorageError) as exc:
+                logger.warning("Snapshot poll failed: %s", exc)
+            except Exception:  # noqa: BLE001 - the poller must never die silently
+                logger.exception("Snapshot poll crashed")
         if self._clock() - self._last_heartbeat >= self.heartbeat_seconds:
             self.heartbeat()
 
