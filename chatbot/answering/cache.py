@@ -205,8 +205,11 @@ class AnswerCache:
             if value is None:  # its leader failed or vanished: lead, if nobody else does now
                 flight.fleet_token = self.shared.claim(key, patience)
             return value
-        except SharedStateDown:
-            return None
+        except SharedStateDown:  # Redis just failed: this instance's own answer, if it has one
+            if not use_cache:
+                return None
+            with self._lock:
+                return self._cache.get(key)
 
     def end(
         self, key: str, flight: Flight, value: Any = None, error: BaseException | None = None
