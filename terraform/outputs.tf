@@ -42,3 +42,8 @@ output "admin_token_secret" {
   description = "Secret to add the admin token to, with `gcloud secrets versions add`."
   value       = google_secret_manager_secret.admin_token.secret_id
 }
+
+output "redis_host" {
+  description = "Memorystore's private IP (for the REDIS_URL secret), when enable_redis is on."
+  value       = var.enable_redis ? google_redis_instance.cache[0].host : null
+}
