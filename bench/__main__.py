@@ -1,8 +1,9 @@
 """`python -m bench [--quick] [--only NAME]`: run the benchmarks, write docs/benchmarks.md.
 
 Order: build every corpus (always: the others need the snapshots), then cold start,
-latency, streaming, throughput, memory and resilience. Results go to bench/results.json and
-docs/benchmarks.md. A benchmark that crashes is reported as such; the command still exits 0.
+latency, streaming, throughput, memory, resilience and shared state on Redis. Results go to
+bench/results.json and docs/benchmarks.md. A benchmark that crashes is reported as such; the
+command still exits 0.
 """
 
 from __future__ import annotations
@@ -17,11 +18,21 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import coldstart, indexing, latency, load, memory, report, resilience, streaming
+from bench import (
+    coldstart,
+    indexing,
+    latency,
+    load,
+    memory,
+    redis,
+    report,
+    resilience,
+    streaming,
+)
 from bench.servers import clear_config_environment
 from chatbot.answering.embeddings import OnnxEmbedder
 
-SECTIONS = ("coldstart", "latency", "streaming", "throughput", "memory", "resilience")
+SECTIONS = ("coldstart", "latency", "streaming", "throughput", "memory", "resilience", "redis")
 
 
 def _say(message: str) -> None:
@@ -63,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                 [c for c in corpora if c.name != "sample"], args.quick, workdir
             ),
             "resilience": lambda: resilience.run(corpora, args.quick, workdir),
+            "redis": lambda: redis.run(corpora, args.quick, workdir),
         }
         for name in SECTIONS:
             if args.only and name != args.only:
