@@ -4,11 +4,11 @@ On the first request the instance restores LATEST (bounded retries; a failure is
 reason logged and reported in the heartbeat, and retried by later requests after a short
 backoff; a refused version is not restored again, so a bad snapshot costs one restore, not
 one per request). Afterwards, the first request after CONTROL_POLL_SECONDS reads the cache
-epoch and LATEST's name itself, before it is served (two small reads), so a fleet-wide cache
-clear reaches that very request; loading a new version and writing this instance's
-heartbeat (at most every HEARTBEAT_SECONDS) happen in a background thread, off the
-visitor's path. A storage error during a check is logged and the next check tries again;
-it never fails a visitor.
+epoch and LATEST's name before it is served (two small reads, waited for at most
+CHECK_BUDGET_SECONDS), so a fleet-wide cache clear reaches that very request; loading a new
+version and writing this instance's heartbeat (at most every HEARTBEAT_SECONDS) happen
+afterwards in the same background thread, off the visitor's path. A storage error during a
+check is logged and the next check tries again; it never fails a visitor.
 
 Checks are made by requests, not by a timer: Cloud Functions gives an instance CPU only
 while it serves, so an idle instance catches up on its next request (a background poll
@@ -33,6 +33,7 @@ from chatbot.logs import truncate
 
 __all__ = [
     "COLD_START_ATTEMPTS",
+    "CHECK_BUDGET_SECONDS",
     "COLD_START_BACKOFF",
     "STORAGE_RETRY_SECONDS",
     "BucketFollower",
@@ -42,6 +43,9 @@ COLD_START_BACKOFF = 1.0  # after a failed cold start, requests get the 503 at o
 # The Cloud Storage client's own retries of one call; the cold start and the poll retry on
 # top of it, so a storage outage costs a visitor seconds, not the client's default 2 minutes.
 STORAGE_RETRY_SECONDS = 5.0
+# The longest a request waits for the control check before it is served anyway (the check
+# goes on in its thread): two small reads take tens of milliseconds from Cloud Functions.
+CHECK_BUDGET_SECONDS = 0.25
 logger = logging.getLogger(__name__)
 
 
@@ -126,26 +130,32 @@ class BucketFollower:
     # -- polling --------------------------------------------------------------------------
 
     def maybe_poll(self) -> None:
-        """Once CONTROL_POLL_SECONDS have passed: check the epoch and LATEST now, catch up later.
+        """Once CONTROL_POLL_SECONDS have passed: check the epoch and LATEST before serving.
 
-        Called before a request is served. The epoch (and LATEST's name) are read on this
-        request; a new snapshot is loaded, and the heartbeat written, by a background thread.
+        Called before a request is served. A thread reads the epoch and LATEST's name, and
+        the request waits for that (at most CHECK_BUDGET_SECONDS: a slow bucket delays it
+        no more); the same thread then loads a new snapshot and writes the heartbeat.
         """
         now = self._clock()
         with self._poll_lock:
             if now - self._last_poll < self.poll_seconds:
                 return
-            self._last_poll = now
-        wanted = self._check_control()
-        if wanted is None and self._clock() - self._last_heartbeat < self.heartbeat_seconds:
-            return
-        with self._poll_lock:
             if self._poller is not None and self._poller.is_alive():
                 return
+            self._last_poll = now
+            checked = threading.Event()
             self._poller = threading.Thread(
-                target=self._catch_up, args=(wanted,), name="snapshot-poll", daemon=True
+                target=self._round, args=(checked,), name="snapshot-poll", daemon=True
             )
             self._poller.start()
+        checked.wait(CHECK_BUDGET_SECONDS)
+
+    def _round(self, checked: threading.Event) -> None:
+        try:
+            wanted = self._check_control()
+        finally:
+            checked.set()
+        self._catch_up(wanted)
 
     def poll(self) -> None:
         """One whole round at once: cache epoch, LATEST (loaded if new), heartbeat."""
