@@ -1,9 +1,9 @@
 """`python -m bench [--quick] [--only NAME]`: run the benchmarks, write docs/benchmarks.md.
 
 Order: build every corpus (the others need the snapshots; `--only reindex` builds its own),
-then cold start, latency, streaming, throughput, memory, resilience, insights, reindexing and
-the widget. Results go to bench/results.json and docs/benchmarks.md. A benchmark that crashes
-is reported as such; the command still exits 0.
+then cold start, latency, streaming, throughput, memory, resilience, shared state on Redis,
+insights, reindexing and the widget. Results go to bench/results.json and docs/benchmarks.md.
+A benchmark that crashes is reported as such; the command still exits 0.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from bench import (
     latency,
     load,
     memory,
+    redis,
     reindexing,
     report,
     resilience,
@@ -41,6 +42,7 @@ SECTIONS = (
     "throughput",
     "memory",
     "resilience",
+    "redis",
     "insights",
     "reindex",
     "widget",
@@ -90,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                 [c for c in corpora if c.name != "sample"], args.quick, workdir
             ),
             "resilience": lambda: resilience.run(corpora, args.quick, workdir),
+            "redis": lambda: redis.run(corpora, args.quick, workdir),
             "insights": lambda: insights.run(corpora, args.quick, workdir),
             "reindex": lambda: reindexing.run(args.quick, workdir),
             "widget": lambda: widget.run(args.quick, workdir),

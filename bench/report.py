@@ -168,6 +168,25 @@ def targets(results: dict) -> list[dict]:
             }
         )
     out += _reindex_targets(results)
+    redis_cached = _get(results, "sections", "redis", "cached_p50_ms")
+    if redis_cached is not None:
+        out.append(
+            {
+                "target": "with Redis: cached answer p50 < 2 ms over loopback",
+                "measured": _ms(redis_cached),  # type: ignore[arg-type]
+                "ok": redis_cached < 2,
+            }
+        )
+    exact = _get(results, "sections", "redis", "exactness")
+    if exact is not None:
+        out.append(
+            {
+                "target": "with Redis: exactly 20 of 25 concurrent requests from one IP pass "
+                "across two instances",
+                "measured": f"{exact['passed']} passed, {exact['rate_limited']} got 429",  # type: ignore[index]
+                "ok": exact["passed"] == 20 and exact["rate_limited"] == 5,  # type: ignore[index]
+            }
+        )
     cached = _get(results, "sections", "latency", "http", "cached", "client", "p50_ms")
     out.append(
         {
@@ -832,6 +851,25 @@ def _reindex_md(section: dict) -> str:
     )
 
 
+def _redis_md(section: dict) -> str:
+    rows = []
+    for label, key in (("with Redis", "with_redis"), ("without (memory)", "without_redis")):
+        for kind in ("cached", "uncached_extractive"):
+            c = section[key][kind]["client"]
+            rows.append([label, kind, c["n"], _ms(c["p50_ms"]), _ms(c["p95_ms"])])
+    table = _table(["server", "answer", "n", "p50", "p95"], rows)
+    e = section["exactness"]
+    return (
+        "One chat server with REDIS_URL (redis-server on loopback) and one without, on one "
+        f"keep-alive connection.\n\n{table}\n\nOverhead of the Redis path (p50 difference): "
+        f"cached {_ms(section['cached_overhead_p50_ms'])}, uncached "
+        f"{_ms(section['uncached_overhead_p50_ms'])}. Exactness: {e['requests']} concurrent "
+        f"requests from one address over {e['instances']} instances sharing Redis at "
+        f"{e['limit']}: {e['passed']} passed, {e['rate_limited']} got 429 "
+        f"({e['rate_limited_with_retry_after']} with Retry-After), {e['other']} other."
+    )
+
+
 SECTION_WRITERS = {
     "indexing": ("Corpora and indexing", _indexing_md),
     "coldstart": ("Cold start", _coldstart_md),
@@ -843,6 +881,7 @@ SECTION_WRITERS = {
     "insights": ("Insights", insights.markdown),
     "widget": ("Website widget", _widget_md),
     "reindex": ("Republishing (incremental indexing)", _reindex_md),
+    "redis": ("Shared state on Redis", _redis_md),
 }
 
 

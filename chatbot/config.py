@@ -59,6 +59,9 @@ ENVIRONMENT_VARIABLES = (
     "SOURCE_BASE_URL",
     "EMBEDDING_REQUEST_RATE",
     "EMBEDDING_TOKEN_RATE",
+    "REDIS_URL",
+    "REDIS_TIMEOUT_MS",
+    "REDIS_CA_CERT",
 )
 DEFAULT_SNAPSHOT_URI = ".local/bucket"
 # The shortest ADMIN_TOKEN accepted: secrets.token_urlsafe(24) is 32 characters (192 bits).
@@ -95,6 +98,44 @@ def _admin_token(env: Mapping[str, str]) -> str | None:
             "print(secrets.token_urlsafe(32))'"
         )
     return token
+
+
+def _redis_url(env: Mapping[str, str]) -> str | None:
+    """REDIS_URL: unset, or redis://[:password@]host[:port][/db] (rediss:// for TLS)."""
+    url = _get(env, "REDIS_URL", "")
+    if not url:
+        return None
+    # The message names the parts, never the URL: it may carry the AUTH string.
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ConfigError("REDIS_URL is not a valid URL (its port or host is malformed)") from None
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ConfigError(
+            "REDIS_URL must be redis://[:password@]host[:port][/db] or rediss://... for TLS, "
+            f"got scheme {parts.scheme!r}" + ("" if parts.hostname else " and no host")
+        )
+    if port == 0 or parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        raise ConfigError("REDIS_URL must name a port above 0 and a numeric database, if any")
+    return url
+
+
+def _redis_ca_cert(env: Mapping[str, str]) -> str | None:
+    """REDIS_CA_CERT: a PEM certificate, and only beside a rediss:// REDIS_URL."""
+    pem = env.get("REDIS_CA_CERT") or None
+    if pem is None:
+        return None
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        raise ConfigError("REDIS_CA_CERT must be a PEM certificate (-----BEGIN CERTIFICATE-----)")
+    if not _get(env, "REDIS_URL", "").startswith("rediss://"):
+        raise ConfigError("REDIS_CA_CERT is set but REDIS_URL is not a rediss:// URL")
+    return pem
+
+
+def redis_password(url: str | None) -> str | None:
+    """The password in a Redis URL, so the log redactor can mask it."""
+    return urlsplit(url).password if url else None
 
 
 def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
@@ -184,6 +225,9 @@ class Settings:
     # Pacing of the indexer's Gemini embedding requests (chatbot/answering/pacing.py).
     embedding_request_rate: str = "100/minute"
     embedding_token_rate: str = "1000000/minute"
+    redis_url: str | None = None  # fleet-wide limits, cache and epoch (chatbot/shared_state/)
+    redis_timeout_ms: int = 50
+    redis_ca_cert: str | None = None  # PEM of the server CA for rediss:// (Memorystore)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -244,4 +288,7 @@ class Settings:
             source_base_url=_http_url(env, "SOURCE_BASE_URL"),
             embedding_request_rate=_rate(env, "EMBEDDING_REQUEST_RATE", "100/minute"),
             embedding_token_rate=_rate(env, "EMBEDDING_TOKEN_RATE", "1000000/minute"),
+            redis_url=_redis_url(env),
+            redis_timeout_ms=_int(env, "REDIS_TIMEOUT_MS", 50, minimum=1, maximum=10_000),
+            redis_ca_cert=_redis_ca_cert(env),
         )

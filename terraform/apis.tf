@@ -14,10 +14,17 @@ locals {
     "storage.googleapis.com",              # snapshot and source buckets
     "sts.googleapis.com",                  # exchanges the GitHub OIDC token
   ])
+
+  # Only with enable_redis (redis.tf): Memorystore, its VPC and the functions' connector.
+  redis_services = toset([
+    "compute.googleapis.com",
+    "redis.googleapis.com",
+    "vpcaccess.googleapis.com",
+  ])
 }
 
 resource "google_project_service" "enabled" {
-  for_each = local.services
+  for_each = var.enable_redis ? setunion(local.services, local.redis_services) : local.services
 
   project = var.project_id
   service = each.value

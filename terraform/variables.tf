@@ -400,3 +400,45 @@ variable "insights_reader_members" {
     error_message = "Events hold visitors' questions: allUsers and allAuthenticatedUsers cannot read them."
   }
 }
+# --- shared state on Redis (redis.tf, docs/deploy.md) ------------------------------------
+
+variable "enable_redis" {
+  description = "Memorystore for Redis for fleet-wide rate limits, answer cache and cache clear. Off: each instance keeps its own."
+  type        = bool
+  default     = false
+}
+
+variable "redis_tier" {
+  description = "BASIC (one node; a failure empties the cache, which the functions survive) or STANDARD_HA."
+  type        = string
+  default     = "BASIC"
+
+  validation {
+    condition     = contains(["BASIC", "STANDARD_HA"], var.redis_tier)
+    error_message = "redis_tier must be BASIC or STANDARD_HA."
+  }
+}
+
+variable "redis_memory_gb" {
+  description = "Memorystore capacity; 1 GB holds hundreds of thousands of cached answers."
+  type        = number
+  default     = 1
+}
+
+variable "redis_connector_cidr" {
+  description = "An unused /28 in the Redis VPC for the Serverless VPC Access connector."
+  type        = string
+  default     = "10.8.0.0/28"
+}
+
+variable "redis_timeout_ms" {
+  description = "REDIS_TIMEOUT_MS: the budget of each Redis call before an instance falls back to its memory."
+  type        = number
+  default     = 50
+}
+
+variable "redis_url_secret_version" {
+  description = "The version of the <name_prefix>-redis-url secret the functions read (pinned, like the others)."
+  type        = string
+  default     = "1"
+}

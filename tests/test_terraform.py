@@ -246,7 +246,11 @@ def test_each_component_has_its_own_service_account(tf: Config) -> None:
 
 def test_secret_values_never_enter_terraform(tf: Config) -> None:
     """Secrets are declared, but their versions are added outside terraform (not in state)."""
-    assert set(tf.of_type("google_secret_manager_secret")) == {"gemini_api_key", "admin_token"}
+    assert set(tf.of_type("google_secret_manager_secret")) == {
+        "gemini_api_key",
+        "admin_token",
+        "redis_url",
+    }
     assert not tf.of_type("google_secret_manager_secret_version")
 
 
@@ -282,10 +286,68 @@ def test_each_secret_is_readable_by_exactly_its_function(tf: Config) -> None:
             "${google_secret_manager_secret.admin_token.secret_id}",
             "${google_service_account.admin.member}",
         ),
+        # REDIS_URL (enable_redis): chat for limits and cache, admin to clear at once.
+        (
+            "${google_secret_manager_secret.redis_url[0].secret_id}",
+            "${google_service_account.chat.member}",
+        ),
+        (
+            "${google_secret_manager_secret.redis_url[0].secret_id}",
+            "${google_service_account.admin.member}",
+        ),
     }
     for rtype, name, body in tf.all_resources():
         if rtype.startswith("google_project_iam"):
             assert "secretmanager" not in body.get("role", ""), f"{rtype}.{name}"
+
+
+# --- shared state on Redis -----------------------------------------------------------------
+
+REDIS_RESOURCES = {
+    ("google_compute_network", "redis"),
+    ("google_compute_firewall", "redis_deny_ingress"),
+    ("google_vpc_access_connector", "redis"),
+    ("google_redis_instance", "cache"),
+    ("google_secret_manager_secret", "redis_url"),
+    ("google_secret_manager_secret_iam_member", "chat_reads_redis_url"),
+    ("google_secret_manager_secret_iam_member", "admin_reads_redis_url"),
+}
+
+
+def test_redis_is_off_by_default_and_every_part_of_it_follows_the_switch(tf: Config) -> None:
+    """enable_redis=false (the default) creates nothing of it and sets no REDIS_* variable."""
+    assert tf.resolve("${var.enable_redis}") is False
+    for rtype, name in REDIS_RESOURCES:
+        count = tf.resource(rtype, name).get("count")
+        assert count == "${var.enable_redis ? 1 : 0}", f"{rtype}.{name}: count={count!r}"
+    assert tf.locals["redis_settings"].startswith("${var.enable_redis ?")
+
+
+def test_memorystore_has_auth_and_tls_and_a_private_network(tf: Config) -> None:
+    """AUTH on, in-transit encryption with server authentication, on its own VPC."""
+    redis = tf.resource("google_redis_instance", "cache")
+    assert redis["auth_enabled"] is True
+    assert redis["transit_encryption_mode"] == "SERVER_AUTHENTICATION"
+    assert redis["authorized_network"] == "${google_compute_network.redis[0].id}"
+    connector = tf.resource("google_vpc_access_connector", "redis")
+    assert connector["network"] == "${google_compute_network.redis[0].name}"
+
+
+def test_both_functions_reach_redis_through_the_connector_with_the_url_as_a_secret(
+    tf: Config,
+) -> None:
+    """The connector carries private ranges only; REDIS_URL is a pinned secret version."""
+    for function in ("chat", "admin"):
+        service = _block(tf.resource("google_cloudfunctions2_function", function), "service_config")
+        assert "google_vpc_access_connector.redis[0].id" in service["vpc_connector"]
+        assert '"PRIVATE_RANGES_ONLY"' in service["vpc_connector_egress_settings"]
+        (dynamic,) = service["dynamic"]
+        content = _block(dynamic["secret_environment_variables"], "content")
+        assert content["key"] == "REDIS_URL"
+        assert content["secret"] == "${google_secret_manager_secret.redis_url[0].secret_id}"
+        version = tf.resolve(content["version"])
+        assert re.fullmatch(r"[1-9][0-9]*", version), version
+        assert "REDIS_URL" not in repr(service.get("environment_variables"))
 
 
 # --- storage -------------------------------------------------------------------------------

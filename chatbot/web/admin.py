@@ -1,8 +1,9 @@
 """The private admin function's routes: fleet cache stats and clear, snapshots and rollback,
 and the insights report (``GET /insights``).
 
-The admin function cannot see the chat instances' memory; it works through the bucket only
-(chatbot/bucket/control.py, chatbot/bucket/publishing.py). The Router checks
+The admin function cannot see the chat instances' memory; it works through the bucket
+(chatbot/bucket/control.py, chatbot/bucket/publishing.py) and, with REDIS_URL, through the
+fleet's Redis (chatbot/shared_state/): a clear raises the epoch in both. The Router checks
 ``X-Admin-Token`` with ``authorize`` (constant time against ADMIN_TOKEN; no token
 configured refuses everything) before it resolves any route, after one per-IP limit shared
 by every failed attempt, so guessing is slow and learns nothing about the routes.
@@ -38,6 +39,7 @@ from chatbot.errors import (
 )
 from chatbot.lazy import Lazy
 from chatbot.logs import annotate
+from chatbot.shared_state import SharedAnswers, SharedStateDown, open_link
 from chatbot.web.bodies import parse_body
 from chatbot.web.models import (
     Activated,
@@ -45,6 +47,7 @@ from chatbot.web.models import (
     AdminInfo,
     CacheCleared,
     FleetStats,
+    SharedCacheStats,
     SnapshotList,
 )
 from chatbot.web.router import Handler, Reply, Route
@@ -84,6 +87,8 @@ class AdminHandlers:
         self._clock = clock
         self._embedder = Lazy(lambda: make_embedder(settings.embedding_backend, settings))
         self._one_report = threading.Lock()  # one report at a time: bounded memory and CPU
+        link = open_link(settings)
+        self.fleet = SharedAnswers(link, settings.cache_ttl) if link is not None else None
 
     @property
     def storage(self) -> Storage:
@@ -143,27 +148,43 @@ class AdminHandlers:
     # -- routes ---------------------------------------------------------------------------
 
     def fleet_stats(self, request: flask.Request) -> Reply:
-        """GET /cache/stats: the cache epoch and what each live chat instance last reported."""
+        """GET /cache/stats: the cache epoch, what each live chat instance last reported, and
+        the fleet's counters in Redis (with REDIS_URL)."""
         view = FleetStats.model_validate(
             fleet_view(
                 self.storage, now=self._clock(), heartbeat_seconds=self.settings.heartbeat_seconds
             )
         )
+        if self.fleet is not None:
+            try:
+                view.redis = SharedCacheStats(reachable=True, **self.fleet.stats())
+            except SharedStateDown:
+                view.redis = SharedCacheStats(reachable=False)
         annotate(instances=view.totals.instances)
-        return Reply(view.model_dump())
+        return Reply(view.model_dump(exclude_none=True))
 
     def clear_cache(self, request: flask.Request) -> Reply:
-        """DELETE /cache: bump the epoch; every chat instance drops its answers on its next poll."""
+        """DELETE /cache: bump the epoch in the bucket, and in Redis when there is one."""
         epoch = bump_epoch(self.storage)
         annotate(epoch=epoch)
         within = f"{self.settings.control_poll_seconds:g}"
-        return Reply(
-            CacheCleared(
-                message=f"Cache cleared. Every chat instance drops its cached answers within "
-                f"{within} seconds of its next request.",
-                epoch=epoch,
-            ).model_dump()
+        later = (
+            f"serves fresh answers from its first request once CONTROL_POLL_SECONDS ({within} s) "
+            "have passed since its last check"
         )
+        if self.fleet is None:
+            message = f"Cache cleared. Every chat instance {later}."
+        else:
+            try:
+                self.fleet.raise_epoch(epoch)
+                message = (
+                    "Cache cleared. Chat instances sharing Redis serve fresh answers from their "
+                    f"next request; an instance without Redis {later}."
+                )
+            except SharedStateDown:
+                annotate(redis="unreachable")
+                message = f"Cache cleared, but Redis is unreachable: every chat instance {later}."
+        return Reply(CacheCleared(message=message, epoch=epoch).model_dump())
 
     def snapshots(self, request: flask.Request) -> Reply:
         """GET /snapshots: published versions, newest first, and which one LATEST names."""

@@ -18,6 +18,7 @@ from chatbot.bucket.storage import Storage
 from chatbot.config import Settings
 from chatbot.lazy import Lazy
 from chatbot.logs import configure_logging
+from chatbot.shared_state import open_link
 from chatbot.web.admin import AdminHandlers
 from chatbot.web.chat import ChatHandlers
 from chatbot.web.docs import DocsHandlers
@@ -64,8 +65,10 @@ def create_chat_app(
     """The public chat function; ``service`` builds the ChatService (default: from settings)."""
     configure_logging(settings)
 
+    shared = open_link(settings)  # no connection yet: the first Redis call makes one
+
     def build() -> ChatService:
-        built = service() if service is not None else ChatService(settings)
+        built = service() if service is not None else ChatService(settings, shared=shared)
         install_shutdown_flush(built.events)  # buffered events reach the bucket at SIGTERM
         return built
 
@@ -80,6 +83,7 @@ def create_chat_app(
         },
         index=handlers.index,
         index_rate="rate_limit_info",
+        shared=shared,
     )
     return ChatApp(settings, router, handlers)
 

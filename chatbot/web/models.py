@@ -267,7 +267,10 @@ class SnapshotStatus(ResponseBody):
 class Health(ResponseBody):
     """Readiness: healthy with the snapshot served, or unhealthy (the reason is not public)."""
 
-    status: Literal["healthy", "unhealthy"]
+    status: Literal["healthy", "degraded", "unhealthy"] = Field(
+        description="degraded: ready, but Redis (REDIS_URL) is unreachable, so rate limits and "
+        "cache are this instance's own for now."
+    )
     message: str = Field(
         description="'Romega Chatbot is ready', or that no snapshot can be served yet; why "
         "is in the logs and the admin function's GET /cache/stats."
@@ -333,6 +336,16 @@ class FleetTotals(OpenResponseBody):
     hit_rate: float = Field(ge=0, le=1)
 
 
+class SharedCacheStats(ResponseBody):
+    """The fleet's cache as Redis counts it (REDIS_URL on the admin function)."""
+
+    reachable: bool
+    epoch: NonNegative | None = None
+    hits: NonNegative | None = None
+    misses: NonNegative | None = None
+    hit_rate: float | None = Field(None, ge=0, le=1)
+
+
 class FleetStats(OpenResponseBody):
     """The cache epoch and the stats each live chat instance last reported in its heartbeat."""
 
@@ -341,6 +354,9 @@ class FleetStats(OpenResponseBody):
     stale_instances: list[dict]
     totals: FleetTotals
     fresh_within_seconds: float
+    redis: SharedCacheStats | None = Field(
+        None, description="Only when the admin function has REDIS_URL: every lookup counted."
+    )
 
 
 class CacheCleared(OpenResponseBody):

@@ -644,9 +644,11 @@ def admin_document(settings: Settings) -> dict:
             "delete": _admin(
                 "clearCache",
                 "Clear the cache on every instance",
-                "Bumps the cache epoch; each chat instance drops its entries within "
-                f"CONTROL_POLL_SECONDS ({within} s) of its next request (an idle instance has "
-                "no CPU to notice sooner).",
+                "Bumps the cache epoch in the bucket, and in Redis when REDIS_URL is set. "
+                "Chat instances sharing Redis serve fresh answers from their next request; "
+                "one without Redis from its first request once CONTROL_POLL_SECONDS "
+                f"({within} s) have passed since its last check (it reads the epoch before "
+                "serving that request).",
                 write,
                 _json("Cleared.", _ref("CacheCleared")),
             )
