@@ -7,6 +7,7 @@ test (tests/test_shared_state_system.py) runs two real chat processes.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -14,11 +15,14 @@ import time
 import pytest
 import redis
 
+from chatbot.answering.answerers import Answer
 from chatbot.answering.cache import AnswerCache
+from chatbot.answering.service import _decode_answer, _encode_answer
 from chatbot.config import Settings
 from chatbot.errors import ConfigError
 from chatbot.logs import configure_logging
 from chatbot.shared_state import RedisLink, SharedAnswers, SharedStateDown, open_link
+from chatbot.shared_state.answers import PREFIX
 from chatbot.shared_state.link import BACKOFF_CAP_SECONDS
 from chatbot.web.ratelimit import RateLimiter
 from harness.processes import free_port
@@ -183,6 +187,43 @@ def test_answers_come_from_memory_while_redis_is_down(redis_server):
     assert a.get_or_compute("v:0:q", lambda: pytest.fail("recomputed")) == ("kept", True)
     assert a.get_or_compute("v:0:other", lambda: "computed") == ("computed", False)
     assert time.perf_counter() - started < 1.0
+
+
+def test_an_answer_another_code_version_stored_is_a_miss_not_an_error(redis_server):
+    shared = SharedAnswers(
+        link_to(redis_server.url), 60, encode=_encode_answer, decode=_decode_answer
+    )
+    cache = AnswerCache(60, 100, patience=10.0, shared=shared)
+    mine = Answer(text="mine", sources=[], generator="extractive")
+    newer = json.dumps({"text": "newer", "sources": [], "generator": "x", "new_field": 1})
+    client = redis.Redis.from_url(redis_server.url)
+    client.set(f"{PREFIX}answer:v:0:q", newer)
+    assert cache.get_or_compute("v:0:q", lambda: mine) == (mine, False)
+    assert shared.lookup("v:0:q") == mine  # the computed answer replaced it
+    # A follower whose leader stored such a value computes it itself, at once.
+    client.set(f"{PREFIX}answer:v:0:w", "{not json")
+    client.set(f"{PREFIX}flight:v:0:w", "someone", px=10_000)
+    started = time.perf_counter()
+    assert shared.wait("v:0:w", 5.0) is None
+    assert time.perf_counter() - started < 1.0
+    stats = shared.stats()
+    assert (stats["hits"], stats["misses"]) == (1, 1)
+    assert PREFIX.startswith("romega:v")  # the layout's version is in every key
+
+
+def test_a_flight_whose_fleet_lookup_fails_is_ended_not_left_to_block_the_next(redis_server):
+    shared = SharedAnswers(link_to(redis_server.url), 60)
+
+    def broken(key):
+        raise RuntimeError("not a Redis failure")
+
+    shared.lookup = broken
+    cache = AnswerCache(60, 100, patience=10.0, shared=shared)
+    with pytest.raises(RuntimeError):
+        cache.begin("v:0:q")
+    shared.lookup = lambda key: None
+    value, flight, leads = cache.begin("v:0:q")  # leads: no flight left over to wait for
+    assert flight is not None and leads
 
 
 def test_the_epoch_is_only_ever_raised(redis_server):

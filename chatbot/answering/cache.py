@@ -170,7 +170,11 @@ class AnswerCache:
                 self.hits += 1
                 return None, flight, False
             flight = self._flights[key] = Flight()
-        value = self._from_fleet(key, flight, use_cache)
+        try:
+            value = self._from_fleet(key, flight, use_cache)
+        except BaseException as exc:  # nobody will end this flight: its followers must not wait
+            self.end(key, flight, error=exc)
+            raise
         with self._lock:
             if value is None:
                 self.misses += 1

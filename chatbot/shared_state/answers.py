@@ -1,12 +1,17 @@
 """The fleet's answer cache in Redis: answers, single flights, the cache epoch, counters.
 
-    romega:answer:<key>     the answer as JSON, with the cache TTL (key: snapshot version,
+    romega:v1:answer:<key>  the answer as JSON, with the cache TTL (key: snapshot version,
                             epoch and md5 of the question, chatbot/answering/cache.py)
-    romega:flight:<key>     who computes that answer now: SET NX PX, a random token, expiring
+    romega:v1:flight:<key>  who computes that answer now: SET NX PX, a random token, expiring
                             after the followers' patience, so a leader that died frees it
-    romega:cache-epoch      the cache epoch; the admin's clear raises it to the bucket's
-    romega:cache:hits       the fleet's counters (GET /cache/stats)
-    romega:cache:misses
+    romega:v1:cache-epoch   the cache epoch; the admin's clear raises it to the bucket's
+    romega:v1:cache:hits    the fleet's counters (GET /cache/stats)
+    romega:v1:cache:misses
+
+``v1`` is the layout of these values: a version that changes it (say, a new field in the
+stored answer) raises it, so two versions of the code in one fleet do not read each other's
+answers. A value that does not decode anyway (a stranger's, or a version that forgot) is a
+miss, never an error: its key is overwritten by the next answer computed for it.
 
 Every method goes through the ``RedisLink`` and so raises ``SharedStateDown`` when Redis
 fails; the caller (chatbot/answering/cache.py) then uses its own memory.
@@ -15,6 +20,7 @@ fails; the caller (chatbot/answering/cache.py) then uses its own memory.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -23,7 +29,8 @@ from typing import Any
 from chatbot.shared_state.link import RedisLink
 
 __all__ = ["SharedAnswers"]
-PREFIX = "romega:"
+logger = logging.getLogger(__name__)
+PREFIX = "romega:v1:"  # raise the version when the stored values change (see above)
 EPOCH_KEY = f"{PREFIX}cache-epoch"
 HITS_KEY = f"{PREFIX}cache:hits"
 MISSES_KEY = f"{PREFIX}cache:misses"
@@ -100,7 +107,20 @@ class SharedAnswers:
     def lookup(self, key: str) -> Any | None:
         """The stored answer (counted as a fleet hit), or None."""
         raw = self.link.call(lambda client: self._lookup([_answer_key(key), HITS_KEY]))
-        return None if raw is None else self._decode(raw)
+        if raw is None:
+            return None
+        value = self._decoded(key, raw)
+        if value is None:  # the script counted a hit that was none: the compute counts a miss
+            self.link.call(lambda client: client.decr(HITS_KEY))
+        return value
+
+    def _decoded(self, key: str, raw: bytes) -> Any | None:
+        """``raw`` decoded, or None (a miss) when it does not decode."""
+        try:
+            return self._decode(raw)
+        except (ValueError, TypeError, KeyError) as exc:
+            logger.warning("Ignoring an undecodable cached answer %s: %r", _answer_key(key), exc)
+            return None
 
     def claim(self, key: str, seconds: float) -> str | None:
         """Lead the fleet's flight for ``key`` for at most ``seconds``: a token, or None if
@@ -128,8 +148,10 @@ class SharedAnswers:
                 )
             )
             if raw is not None:
-                self.link.call(lambda client: client.incr(HITS_KEY))
-                return self._decode(raw)
+                value = self._decoded(key, raw)
+                if value is not None:
+                    self.link.call(lambda client: client.incr(HITS_KEY))
+                return value
             if not leading:
                 return None
             self._sleep(WAIT_POLL_SECONDS)
