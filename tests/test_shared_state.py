@@ -179,6 +179,21 @@ def test_a_follower_computes_itself_when_the_other_instances_leader_fails(redis_
     assert result == [("b's own", False)]
 
 
+def test_an_answer_stored_just_before_the_flight_is_claimed_is_not_computed_again(redis_server):
+    a, b = caches(redis_server.url)
+    assert a.shared is not None and b.shared is not None
+    real_claim = a.shared.claim
+
+    def claim(key, seconds):
+        # b's leader stores its answer and ends its flight between a's lookup and claim.
+        b.shared.store(key, "b's answer", b.shared.claim(key, seconds))
+        return real_claim(key, seconds)
+
+    a.shared.claim = claim
+    assert a.get_or_compute("v:0:q", lambda: pytest.fail("recomputed")) == ("b's answer", True)
+    assert redis.Redis.from_url(redis_server.url).exists(f"{PREFIX}flight:v:0:q") == 0
+
+
 def test_answers_come_from_memory_while_redis_is_down(redis_server):
     a, _ = caches(redis_server.url)
     a.get_or_compute("v:0:q", lambda: "kept")

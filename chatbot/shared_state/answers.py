@@ -142,9 +142,11 @@ class SharedAnswers:
         deadline = self._clock() + patience
         answer_key, flight_key = _answer_key(key), _flight_key(key)
         while self._clock() < deadline:
-            raw, leading = self.link.call(
+            # The flight first: its leader stores the answer before it ends the flight, so
+            # once the flight is seen ended, the GET after it sees the answer if there is one.
+            leading, raw = self.link.call(
                 lambda client: (
-                    client.pipeline(transaction=False).get(answer_key).exists(flight_key).execute()
+                    client.pipeline(transaction=False).exists(flight_key).get(answer_key).execute()
                 )
             )
             if raw is not None:
@@ -156,6 +158,10 @@ class SharedAnswers:
                 return None
             self._sleep(WAIT_POLL_SECONDS)
         return None
+
+    def release(self, key: str, token: str) -> None:
+        """End this leader's flight without counting anything (the answer was there)."""
+        self.link.call(lambda client: self._release([_flight_key(key)], [token]))
 
     def store(self, key: str, value: Any, token: str | None) -> None:
         """Store a computed answer (a fleet miss) and end this leader's flight."""
