@@ -249,6 +249,16 @@ def test_the_epoch_is_only_ever_raised(redis_server):
     assert shared.epoch() == 3
 
 
+def test_garbage_counters_read_as_zero_instead_of_failing_the_stats(redis_server):
+    shared = SharedAnswers(link_to(redis_server.url), 60)
+    client = redis.Redis.from_url(redis_server.url)
+    client.mset(
+        {f"{PREFIX}cache:hits": "lots", f"{PREFIX}cache:misses": "3", f"{PREFIX}cache-epoch": "x"}
+    )
+    assert shared.stats() == {"hits": 0, "misses": 3, "hit_rate": 0.0, "epoch": 0}
+    assert shared.epoch() == 0
+
+
 # -- configuration and logs --------------------------------------------------------------------
 
 

@@ -92,11 +92,7 @@ class SharedAnswers:
 
     def epoch(self) -> int:
         """The fleet's cache epoch (0 when never set, e.g. after Redis restarted)."""
-        raw = self.link.call(lambda client: client.get(EPOCH_KEY))
-        try:
-            return max(0, int(raw or 0))
-        except ValueError:  # only our own scripts write it; a stranger's value counts as 0
-            return 0
+        return _count(self.link.call(lambda client: client.get(EPOCH_KEY)))
 
     def raise_epoch(self, epoch: int) -> int:
         """Make the epoch at least ``epoch`` (the bucket's, just bumped); the epoch now."""
@@ -192,12 +188,20 @@ class SharedAnswers:
     def stats(self) -> dict:
         """The fleet's counters and epoch, as Redis holds them."""
         counters = self.link.call(lambda client: client.mget(HITS_KEY, MISSES_KEY, EPOCH_KEY))
-        hits, misses, epoch = counters
-        hits, misses = int(hits or 0), int(misses or 0)
+        hits, misses, epoch = (_count(raw) for raw in counters)
         lookups = hits + misses
         return {
             "hits": hits,
             "misses": misses,
             "hit_rate": round(hits / lookups, 4) if lookups else 0.0,
-            "epoch": int(epoch or 0),
+            "epoch": epoch,
         }
+
+
+def _count(raw: bytes | None) -> int:
+    """A counter or the epoch as Redis holds it; 0 when missing or not a whole number >= 0
+    (only our own code writes them; a stranger's value must not fail GET /cache/stats)."""
+    try:
+        return max(0, int(raw or 0))
+    except ValueError:
+        return 0
