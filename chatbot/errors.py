@@ -8,7 +8,8 @@ ChatbotError (500)
 │   ├── UnsupportedMediaType (415)
 │   ├── Unauthorized (401)
 │   ├── Conflict (409)                the target's state forbids it (corrupt snapshot, lost race)
-│   └── RateLimited (429)             carries the limit text and reset time
+│   ├── RateLimited (429)             carries the limit text and reset time
+│   └── Busy (429)                    a one-at-a-time job is running (an insights report)
 ├── NotReady (503)                    no verified snapshot is being served yet
 │   └── SnapshotUnavailable           ... on the public chat function: the reason stays in logs
 ├── GenerationUnavailable (503)       Gemini stayed down past retries or the deadline
@@ -102,6 +103,22 @@ class RateLimited(ClientError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after), **self.limit_headers}
+
+
+class Busy(ClientError):
+    """A job that runs one at a time (an insights report) is running: try again later."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def body(self) -> dict:
+        return {"error": self.message}  # the shape of every 429 (RateLimitError in OpenAPI)
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class NotReady(ChatbotError):

@@ -12,9 +12,10 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
+
+from chatbot.urls import public_url
 
 SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm"}
 CHUNK_WORDS = 160
@@ -56,25 +57,19 @@ class Chunk:
         return {**meta, "url": self.url} if self.url else meta
 
 
-def _public_url(candidate: str | None) -> str:
-    """``candidate`` if it is an absolute http(s) URL, else empty: no other scheme is linked."""
-    parts = urlsplit(candidate or "")
-    return candidate if parts.scheme in ("http", "https") and parts.netloc else ""
-
-
 def front_matter(text: str) -> tuple[str, str]:
     """A Markdown document's ``url:`` from its front matter, and the text without it."""
     block = _FRONT_MATTER.match(text)
     if block is None:
         return "", text
     url = _FRONT_MATTER_URL.search(block.group(1))
-    return _public_url(url.group(1) if url else None), text[block.end() :]
+    return public_url(url.group(1) if url else None), text[block.end() :]
 
 
 def canonical_url(html: str) -> str:
     """An HTML page's ``<link rel="canonical" href>``, when it is an http(s) URL."""
     link = HTMLParser(html).css_first('link[rel="canonical"]')
-    return _public_url(link.attributes.get("href") if link is not None else None)
+    return public_url(link.attributes.get("href") if link is not None else None)
 
 
 def _clean(text: str) -> str:

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from chatbot.bucket.hnsw import check_hnsw_segments
 from chatbot.bucket.layout import Manifest, read_latest, read_manifest, sha256_file
-from chatbot.bucket.restore import check_embedder, restore
+from chatbot.bucket.restore import MAX_UNPACKED_BYTES, check_embedder, restore
 from chatbot.bucket.storage import Storage
 from chatbot.errors import SnapshotError
 from indexer.collection import read_vectors
@@ -100,7 +101,14 @@ def _reuse_latest(storage: Storage, fingerprint: dict, wanted: set[str]) -> Reus
         restored = restore(storage, manifest, Path(tmp))
         hashes = read_chunk_hashes(restored.path, manifest)
         ids = {chunk_id: digest for chunk_id, digest in hashes.items() if digest in wanted}
-        found = read_vectors(restored.path, sorted(ids), int(manifest.embedding["dimension"]))
+        dimension = int(manifest.embedding["dimension"])
+        # As open_verified does before serving: Chroma's native loader trusts these files,
+        # and a corrupt one could crash the build instead of raising.
+        try:
+            check_hnsw_segments(restored.path, dimension, MAX_UNPACKED_BYTES)
+        except SnapshotError as exc:
+            return Reuse.full(f"LATEST's snapshot {manifest.version} is refused: {exc}")
+        found = read_vectors(restored.path, sorted(ids), dimension)
     vectors = {ids[chunk_id]: vector for chunk_id, vector in found.items()}
     return Reuse(manifest.version, len(hashes), vectors)
 

@@ -4,14 +4,16 @@
 company's site: ``python scripts/demo_site.py --port 8082 --chat-url http://127.0.0.1:8080``.
 It prints ``listening on <url>`` once it accepts connections. Only the files of widget/demo/
 are served (a fixed list read at start-up: no request path reaches the file system); every
-``{{CHAT_URL}}`` in them becomes ``--chat-url``. Pages carry the Content-Security-Policy a
-site needs for the widget (README, "The website widget"): scripts from here and the chat
-origin, connections to the chat origin only, so the browser itself refuses anything else.
+``{{CHAT_URL}}`` in them becomes ``--chat-url`` (HTML-escaped in HTML pages). Pages carry
+the Content-Security-Policy a site needs for the widget (README, "The website widget"):
+scripts from here and the chat origin, connections to the chat origin only, so the browser
+itself refuses anything else.
 """
 
 from __future__ import annotations
 
 import argparse
+import html
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -35,7 +37,9 @@ def load_pages(chat_url: str) -> dict[str, tuple[bytes, str]]:
     pages = {}
     for path in sorted(DEMO.iterdir()):
         if path.suffix in CONTENT_TYPES:
-            body = path.read_text(encoding="utf-8").replace("{{CHAT_URL}}", chat_url)
+            # An attribute value in HTML: a quote or bracket in the URL must not end it.
+            value = html.escape(chat_url) if path.suffix == ".html" else chat_url
+            body = path.read_text(encoding="utf-8").replace("{{CHAT_URL}}", value)
             pages[f"/{path.name}"] = (body.encode(), CONTENT_TYPES[path.suffix])
     pages["/"] = pages["/index.html"]
     return pages

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+import types
 
 import pytest
 
 from chatbot.answering.cache import AnswerCache, cache_key, normalize
+from chatbot.answering.service import ChatService
 
 
 class Clock:
@@ -209,3 +211,31 @@ def test_followers_give_up_on_a_leader_that_never_ends_and_its_flight_is_forgott
     assert cache.get_or_compute("k", lambda: "fresh") == ("fresh", False)  # a new leader
     cache.end("k", stuck, "late")  # a leader that finishes late still stores its answer
     assert cache.get_or_compute("k", lambda: "unused") == ("late", True)
+
+
+def test_the_services_epoch_never_goes_back_when_two_requests_race():
+    """A request that read the bucket's older epoch cannot overwrite a newer one seen meanwhile."""
+    later_done = threading.Event()
+
+    class Follower:
+        reads = 0
+
+        @property
+        def epoch(self) -> int:
+            self.reads += 1
+            if self.reads == 1:  # the first request reads 5, then stalls before storing it
+                later_done.wait(0.5)
+                return 5
+            return 7
+
+    service = types.SimpleNamespace(
+        fleet=None, follower=Follower(), _epoch_seen=0, _epoch_lock=threading.Lock()
+    )
+    first = threading.Thread(target=lambda: ChatService._epoch(service))
+    first.start()
+    time.sleep(0.1)
+    second = threading.Thread(target=lambda: (ChatService._epoch(service), later_done.set()))
+    second.start()
+    first.join(5)
+    second.join(5)
+    assert service._epoch_seen == 7

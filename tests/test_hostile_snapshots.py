@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import zstandard
 
@@ -35,7 +36,9 @@ from chatbot.bucket.restore import MAX_MEMBERS, MAX_UNPACKED_BYTES, restore, saf
 from chatbot.bucket.serving import SnapshotServer
 from chatbot.bucket.storage import LocalStorage
 from chatbot.errors import PreconditionFailed, SnapshotError, StorageError
-from indexer.collection import pack
+from chatbot.urls import public_url
+from indexer.collection import build_collection, pack
+from indexer.documents import Chunk
 from tests.publishing import archive_entry, point_latest, publish_copy, publish_raw
 
 QUESTION = "What services do you offer?"
@@ -586,3 +589,24 @@ def test_publish_raises_the_original_error_when_the_cleanup_fails(built_snapshot
     with pytest.raises(SnapshotError, match="another publisher.*could not be removed"):
         publish(lost_race, built_snapshot)
     assert lost_race.generation(manifest_key(built_snapshot.manifest.version)) is None
+
+
+def test_a_snapshot_url_that_is_not_http_is_never_served(tmp_path):
+    # The indexer would never write these; whoever can write the bucket can.
+    urls = [
+        "javascript:alert(1)",
+        "data:text/html,<script>alert(1)</script>",
+        "https://ok.example/p",
+    ]
+    chunks = [
+        Chunk(f"c{i}", f"doc{i}.md", "Title", "", f"text {i}", url) for i, url in enumerate(urls)
+    ]
+    vectors = np.eye(len(chunks), 8, dtype=np.float32)
+    build_collection(tmp_path / "index", chunks, vectors)
+    index = KnowledgeIndex(tmp_path / "index")
+    try:
+        served = {p.source: p.url for p in index.query(vectors[0], len(chunks))}
+    finally:
+        index.close()
+    assert served == {"doc0.md": "", "doc1.md": "", "doc2.md": "https://ok.example/p"}
+    assert public_url("http://[::1") == "" and public_url(None) == ""

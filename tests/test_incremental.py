@@ -14,13 +14,15 @@ import pytest
 
 from bench.eval import load_questions
 from chatbot.answering.retrieval import COLLECTION, KnowledgeIndex, open_client
-from chatbot.bucket.layout import archive_key, read_latest, read_manifest
-from chatbot.bucket.restore import restore
+from chatbot.bucket.layout import Manifest, archive_key, manifest_key, read_latest, read_manifest
+from chatbot.bucket.restore import restore, safe_extract
 from chatbot.bucket.storage import LocalStorage
 from indexer.__main__ import main
+from indexer.collection import pack
 from indexer.documents import chunk_knowledge
 from indexer.incremental import chunk_hash
 from tests.conftest import KNOWLEDGE
+from tests.publishing import archive_entry
 
 COUNTS = re.compile(r"reused (\d+), embedded (\d+), removed (\d+)")
 # The same text embedded in another batch (other padding) differs by float rounding only
@@ -163,3 +165,29 @@ def test_the_chunk_hash_covers_text_metadata_and_embedder(field, embedder):
     changed = dataclasses.replace(chunk, **{field: getattr(chunk, field) + "!"})
     assert chunk_hash(changed, fingerprint) != chunk_hash(chunk, fingerprint)
     assert chunk_hash(chunk, {**fingerprint, "sha256": "0" * 64}) != chunk_hash(chunk, fingerprint)
+
+
+def test_a_latest_with_a_corrupt_hnsw_segment_is_a_full_build_not_a_crash(tmp_path, capsys):
+    knowledge = tmp_path / "knowledge"
+    shutil.copytree(KNOWLEDGE, knowledge)
+    bucket = tmp_path / "bucket"
+    _, (_, chunks, _) = run(capsys, knowledge, bucket)
+    storage = LocalStorage(bucket)
+    manifest = read_manifest(storage, read_latest(storage).require())
+    # LATEST rewritten in place, its HNSW segment truncated and every checksum made to match:
+    # it restores fine, and only the HNSW check stands between it and Chroma's native code.
+    original, unpacked = tmp_path / "original.tar.zst", tmp_path / "unpacked"
+    storage.download(archive_key(manifest.version), original)
+    safe_extract(original, unpacked)
+    (segment,) = (p for p in unpacked.iterdir() if p.is_dir())
+    (segment / "length.bin").write_bytes(b"")
+    archive = tmp_path / "corrupt.tar.zst"
+    info = pack(unpacked, archive)
+    data = {**manifest.data, "archive": archive_entry(archive, info["unpacked_bytes"])}
+    storage.write(archive_key(manifest.version), archive.read_bytes())
+    storage.write(manifest_key(manifest.version), Manifest(data).to_bytes())
+
+    printed, counts = run(capsys, knowledge, bucket)
+    assert counts == (0, chunks, 0), printed
+    assert f"full build: LATEST's snapshot {manifest.version} is refused" in printed
+    assert "HNSW segment" in printed

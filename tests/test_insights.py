@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 
 import duckdb
@@ -10,6 +11,7 @@ import pytest
 
 from chatbot.bucket.events import EventLog
 from chatbot.bucket.gcs import GCSStorage
+from chatbot.errors import GenerationUnavailable
 from chatbot.insights.grouping import group_wordings
 from chatbot.insights.html import render_html
 from chatbot.insights.query import PeriodTooLarge, period_days, query_deadline, read_figures
@@ -218,3 +220,65 @@ def test_admin_insights_refuses_a_bad_period_with_a_400(admin, days):
 def test_admin_insights_refuses_an_unknown_format(admin):
     response = admin.get("/insights?format=pdf", headers={"X-Admin-Token": TOKEN})
     assert response.status_code == 400 and "'format'" in response.get_json()["error"]
+
+
+def test_admin_insights_answers_429_while_a_report_is_being_built(admin, monkeypatch):
+    import chatbot.insights.report as report_module
+
+    started, release = threading.Event(), threading.Event()
+    real = report_module.build_report
+
+    def slow(*args, **kwargs):
+        started.set()
+        release.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(report_module, "build_report", slow)
+    first: list = []
+    thread = threading.Thread(
+        target=lambda: first.append(admin.get("/insights", headers={"X-Admin-Token": TOKEN}))
+    )
+    thread.start()
+    assert started.wait(30)
+    busy = admin.get("/insights", headers={"X-Admin-Token": TOKEN})
+    release.set()
+    thread.join(30)
+    assert busy.status_code == 429 and busy.headers["Retry-After"] == "10"
+    assert "report is being built" in busy.get_json()["error"]
+    assert first[0].status_code == 200
+    again = admin.get("/insights", headers={"X-Admin-Token": TOKEN})
+    assert again.status_code == 200  # the lock was given back
+
+
+def test_admin_insights_without_an_embedder_is_a_report_without_groups(admin_app, bucket):
+    write_period(bucket, datetime.now(UTC))
+    client = admin_app(
+        ADMIN_TOKEN=TOKEN, EMBEDDING_BACKEND="gemini", GOOGLE_API_KEY=""
+    ).test_client()
+    response = client.get("/insights?days=7", headers={"X-Admin-Token": TOKEN})
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert body["totals"]["questions"] == 10
+    assert (
+        body["ungrouped"].startswith("not grouped by meaning: ")
+        and "GOOGLE_API_KEY" in (body["ungrouped"])
+    )
+    assert body["unanswered_groups"] and all(
+        g["nearest"] is None for g in body["unanswered_groups"]
+    )
+    html = client.get("/insights?days=7&format=html", headers={"X-Admin-Token": TOKEN})
+    assert html.status_code == 200 and "not grouped by meaning" in html.text
+
+
+def test_a_failing_embedder_leaves_the_report_ungrouped(bucket):
+    class Broken:
+        def embed(self, texts):
+            raise GenerationUnavailable("embedding quota exhausted")
+
+    now = datetime.now(UTC)
+    write_period(bucket, now)
+    report = build_report(bucket, days=7, now=now, embedder=Broken(), snapshot=None)
+    assert report.ungrouped == (
+        "not grouped by meaning: embedding the questions failed: embedding quota exhausted"
+    )
+    assert sum(g.count for g in report.unanswered_groups) == report.totals.unanswered

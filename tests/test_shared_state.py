@@ -7,6 +7,7 @@ test (tests/test_shared_state_system.py) runs two real chat processes.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -14,11 +15,14 @@ import time
 import pytest
 import redis
 
+from chatbot.answering.answerers import Answer
 from chatbot.answering.cache import AnswerCache
+from chatbot.answering.service import _decode_answer, _encode_answer
 from chatbot.config import Settings
 from chatbot.errors import ConfigError
 from chatbot.logs import configure_logging
 from chatbot.shared_state import RedisLink, SharedAnswers, SharedStateDown, open_link
+from chatbot.shared_state.answers import PREFIX
 from chatbot.shared_state.link import BACKOFF_CAP_SECONDS
 from chatbot.web.ratelimit import RateLimiter
 from harness.processes import free_port
@@ -175,6 +179,21 @@ def test_a_follower_computes_itself_when_the_other_instances_leader_fails(redis_
     assert result == [("b's own", False)]
 
 
+def test_an_answer_stored_just_before_the_flight_is_claimed_is_not_computed_again(redis_server):
+    a, b = caches(redis_server.url)
+    assert a.shared is not None and b.shared is not None
+    real_claim = a.shared.claim
+
+    def claim(key, seconds):
+        # b's leader stores its answer and ends its flight between a's lookup and claim.
+        b.shared.store(key, "b's answer", b.shared.claim(key, seconds))
+        return real_claim(key, seconds)
+
+    a.shared.claim = claim
+    assert a.get_or_compute("v:0:q", lambda: pytest.fail("recomputed")) == ("b's answer", True)
+    assert redis.Redis.from_url(redis_server.url).exists(f"{PREFIX}flight:v:0:q") == 0
+
+
 def test_answers_come_from_memory_while_redis_is_down(redis_server):
     a, _ = caches(redis_server.url)
     a.get_or_compute("v:0:q", lambda: "kept")
@@ -185,12 +204,59 @@ def test_answers_come_from_memory_while_redis_is_down(redis_server):
     assert time.perf_counter() - started < 1.0
 
 
+def test_an_answer_another_code_version_stored_is_a_miss_not_an_error(redis_server):
+    shared = SharedAnswers(
+        link_to(redis_server.url), 60, encode=_encode_answer, decode=_decode_answer
+    )
+    cache = AnswerCache(60, 100, patience=10.0, shared=shared)
+    mine = Answer(text="mine", sources=[], generator="extractive")
+    newer = json.dumps({"text": "newer", "sources": [], "generator": "x", "new_field": 1})
+    client = redis.Redis.from_url(redis_server.url)
+    client.set(f"{PREFIX}answer:v:0:q", newer)
+    assert cache.get_or_compute("v:0:q", lambda: mine) == (mine, False)
+    assert shared.lookup("v:0:q") == mine  # the computed answer replaced it
+    # A follower whose leader stored such a value computes it itself, at once.
+    client.set(f"{PREFIX}answer:v:0:w", "{not json")
+    client.set(f"{PREFIX}flight:v:0:w", "someone", px=10_000)
+    started = time.perf_counter()
+    assert shared.wait("v:0:w", 5.0) is None
+    assert time.perf_counter() - started < 1.0
+    stats = shared.stats()
+    assert (stats["hits"], stats["misses"]) == (1, 1)
+    assert PREFIX.startswith("romega:v")  # the layout's version is in every key
+
+
+def test_a_flight_whose_fleet_lookup_fails_is_ended_not_left_to_block_the_next(redis_server):
+    shared = SharedAnswers(link_to(redis_server.url), 60)
+
+    def broken(key):
+        raise RuntimeError("not a Redis failure")
+
+    shared.lookup = broken
+    cache = AnswerCache(60, 100, patience=10.0, shared=shared)
+    with pytest.raises(RuntimeError):
+        cache.begin("v:0:q")
+    shared.lookup = lambda key: None
+    value, flight, leads = cache.begin("v:0:q")  # leads: no flight left over to wait for
+    assert flight is not None and leads
+
+
 def test_the_epoch_is_only_ever_raised(redis_server):
     shared = SharedAnswers(link_to(redis_server.url), 60)
     assert shared.epoch() == 0
     assert shared.raise_epoch(3) == 3
     assert shared.raise_epoch(2) == 3  # a late, older clear does not move it back
     assert shared.epoch() == 3
+
+
+def test_garbage_counters_read_as_zero_instead_of_failing_the_stats(redis_server):
+    shared = SharedAnswers(link_to(redis_server.url), 60)
+    client = redis.Redis.from_url(redis_server.url)
+    client.mset(
+        {f"{PREFIX}cache:hits": "lots", f"{PREFIX}cache:misses": "3", f"{PREFIX}cache-epoch": "x"}
+    )
+    assert shared.stats() == {"hits": 0, "misses": 3, "hit_rate": 0.0, "epoch": 0}
+    assert shared.epoch() == 0
 
 
 # -- configuration and logs --------------------------------------------------------------------

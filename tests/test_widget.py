@@ -66,3 +66,13 @@ def test_the_source_names_no_other_origin():
     # Only the W3C SVG namespace (an identifier, never fetched) is an absolute URL in it.
     urls = set(re.findall(r"https?://[^\s\"'`<>]+", SOURCE))
     assert urls <= {"http://www.w3.org/2000/svg", "https://<chat-url>/widget.js"}, urls
+
+
+def test_the_demo_page_escapes_the_chat_url_it_fills_in():
+    from scripts.demo_site import load_pages
+
+    body = load_pages('http://127.0.0.1:1/"><script>alert(1)</script>')["/index.html"][0].decode()
+    assert "<script>alert(1)" not in body
+    assert 'src="http://127.0.0.1:1/&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;/widget.js"' in (
+        body
+    )

@@ -342,6 +342,43 @@ def test_gemini_down_shows_the_friendly_message_and_retry_answers(site, browser,
     assert len(stored(page, running)["turns"]) == 2
 
 
+def test_corrupt_saved_sources_still_mount_and_a_retry_waits_for_the_answer_in_progress(
+    site, browser, fake_gemini
+):
+    running = site()
+    page = running.open_page(browser)
+    saved = {
+        "open": True,
+        "turns": [
+            {"role": "user", "content": "Earlier question"},
+            {"role": "assistant", "content": "Earlier answer", "sources": "not a list"},
+            {"role": "user", "content": "Another"},
+            {"role": "assistant", "content": "Another answer", "sources": [None, 3]},
+        ],
+    }
+    page.evaluate(
+        "([key, value]) => sessionStorage.setItem(key, value)",
+        [f"romega-chat:{running.chat.url}", json.dumps(saved)],
+    )
+    page.reload()
+    page.locator("romega-chat .msg.bot").get_by_text("Another answer").wait_for()
+
+    fake_gemini.script([503], method=STREAM)
+    ask(page)
+    error = page.locator("romega-chat .error")
+    error.get_by_text(FRIENDLY_GENERATION_ERROR).wait_for()
+    fake_gemini.stream_delays(first_chunk=1.5)
+    ask(page, "Where are your offices?")
+    page.locator("romega-chat .typing").wait_for()
+    error.get_by_role("button", name="Try again").click()  # busy: nothing happens yet
+    assert page.locator("romega-chat .typing").count() == 1
+    page.locator("romega-chat .typing").wait_for(state="detached", timeout=15_000)
+    page.wait_for_timeout(500)
+    roles = [turn["role"] for turn in stored(page, running)["turns"]]
+    assert roles[4:] == ["user", "user", "assistant"], roles
+    assert page.locator("romega-chat .error").count() == 1  # still there, to try once idle
+
+
 def focused(page) -> str:
     """The class of the element focused inside the widget ('' when focus is elsewhere)."""
     return page.evaluate(

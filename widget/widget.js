@@ -208,10 +208,16 @@ display:grid;place-items:center;flex:none}
   const KEY = `romega-chat:${config.api}`;
   const validTurn = (t) =>
     t && (t.role === "user" || t.role === "assistant") && typeof t.content === "string";
+  // Saved state may be corrupt or from another version: sources, if any, become a list of objects.
+  const cleanTurn = (t) =>
+    t.sources === undefined
+      ? t
+      : { ...t, sources: Array.isArray(t.sources) ? t.sources.filter((s) => s && typeof s === "object") : [] };
   const load = () => {
     try {
       const saved = JSON.parse(sessionStorage.getItem(KEY) || "{}");
-      return { open: saved.open === true, turns: (saved.turns || []).filter(validTurn) };
+      const turns = Array.isArray(saved.turns) ? saved.turns.filter(validTurn).map(cleanTurn) : [];
+      return { open: saved.open === true, turns };
     } catch {
       return { open: false, turns: [] };
     }
@@ -491,7 +497,7 @@ display:grid;place-items:center;flex:none}
     const node = h("div", { class: "msg bot error" }, h("p", { text: problem.text }));
     if (problem.final) return node;
     const button = h("button", { type: "button", text: "Try again", onclick: () => {
-      if (button.getAttribute("aria-disabled") === "true") return;
+      if (busy || button.getAttribute("aria-disabled") === "true") return;
       node.remove();
       retry();
     } });
@@ -533,6 +539,7 @@ display:grid;place-items:center;flex:none}
     answer(question, earlier);
   }
   async function answer(question, earlier) {
+    if (busy) return; // one answer at a time, however it was asked for (a retry, say)
     busy = true;
     sync();
     const typing = show(typingView());

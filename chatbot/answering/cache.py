@@ -170,7 +170,11 @@ class AnswerCache:
                 self.hits += 1
                 return None, flight, False
             flight = self._flights[key] = Flight()
-        value = self._from_fleet(key, flight, use_cache)
+        try:
+            value = self._from_fleet(key, flight, use_cache)
+        except BaseException as exc:  # nobody will end this flight: its followers must not wait
+            self.end(key, flight, error=exc)
+            raise
         with self._lock:
             if value is None:
                 self.misses += 1
@@ -198,18 +202,35 @@ class AnswerCache:
         try:
             if use_cache and (value := self.shared.lookup(key)) is not None:
                 return value
-            flight.fleet_token = self.shared.claim(key, patience)
+            if (claimed := self._claim(key, flight, patience, use_cache)) is not None:
+                return claimed
             if flight.fleet_token is not None or not use_cache:
                 return None
             value = self.shared.wait(key, patience)
             if value is None:  # its leader failed or vanished: lead, if nobody else does now
-                flight.fleet_token = self.shared.claim(key, patience)
+                value = self._claim(key, flight, patience, use_cache)
             return value
         except SharedStateDown:  # Redis just failed: this instance's own answer, if it has one
             if not use_cache:
                 return None
             with self._lock:
                 return self._cache.get(key)
+
+    def _claim(self, key: str, flight: Flight, patience: float, use_cache: bool) -> Any:
+        """Lead the fleet's flight for ``key`` (its token on ``flight``) if it is free.
+
+        A leader that just ended its flight had stored its answer first, so having led it,
+        look once more: the answer (the flight given back) instead of computing it again.
+        """
+        assert self.shared is not None
+        flight.fleet_token = self.shared.claim(key, patience)
+        if flight.fleet_token is None or not use_cache:
+            return None
+        value = self.shared.lookup(key)
+        if value is not None:
+            self.shared.release(key, flight.fleet_token)
+            flight.fleet_token = None
+        return value
 
     def end(
         self, key: str, flight: Flight, value: Any = None, error: BaseException | None = None

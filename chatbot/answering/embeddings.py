@@ -23,6 +23,7 @@ __all__ = ["DIMENSION", "MODEL_ID", "Embedder", "OnnxEmbedder", "find_model_file
 MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
 DIMENSION = 384
 MAX_TOKENS = 256
+POOLING = "mean, l2-normalised"  # what _mean_pool does; in the fingerprint
 # make package copies the model files here, so a deployed function needs no model package.
 BUNDLED_MODEL_DIR = Path(__file__).parent / "model"
 
@@ -80,6 +81,7 @@ class OnnxEmbedder:
         self.batch_size = batch_size
         self._model = Lazy(self._load)
         self._sha256 = Lazy(lambda: sha256_file(self._files.get().onnx))
+        self._tokenizer_sha256 = Lazy(lambda: sha256_file(self._files.get().tokenizer))
         self.calls = 0  # texts embedded: lets tests prove a cold start embeds only queries
 
     def _load(self) -> _Model:
@@ -106,14 +108,22 @@ class OnnxEmbedder:
         return self._model.get().tokenizer
 
     def fingerprint(self) -> dict:
-        """What the manifest records, so a snapshot is only opened with the same model."""
-        # Hashing the file does not need the session: a cold start checks the snapshot's
+        """What the manifest records, so a snapshot is only opened with the same model.
+
+        Everything that shapes a vector: the weights, the tokenizer (its file's sha256), the
+        truncation length and the pooling. Files are hashed, the rest are this module's
+        constants, so every process with the same files gives the same fingerprint.
+        """
+        # Hashing the files does not need the session: a cold start checks the snapshot's
         # manifest while warm() builds the session on another thread.
         return {
             "backend": "local",
             "model": self.model_id,
             "sha256": self._sha256.get(),
             "dimension": self.dimension,
+            "tokenizer_sha256": self._tokenizer_sha256.get(),
+            "max_tokens": MAX_TOKENS,
+            "pooling": POOLING,
         }
 
     def warm(self) -> None:

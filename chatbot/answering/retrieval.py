@@ -16,6 +16,7 @@ from urllib.parse import quote
 import numpy as np
 
 from chatbot.errors import SnapshotError
+from chatbot.urls import public_url
 
 __all__ = ["COLLECTION", "KnowledgeIndex", "Passage", "open_client"]
 COLLECTION = "knowledge"
@@ -118,7 +119,7 @@ class KnowledgeIndex:
                     title=str(meta.get("title", "")),
                     heading=str(meta.get("heading", "")),
                     score=round(1.0 - float(distance), 4),
-                    url=str(meta.get("url", "")),
+                    url=public_url(meta.get("url")),  # the snapshot may be hostile
                 )
             )
         return passages

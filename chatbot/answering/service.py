@@ -143,6 +143,7 @@ class ChatService:
             else None
         )
         self._epoch_seen = 0
+        self._epoch_lock = threading.Lock()
         storage = storage or open_storage(
             settings.snapshot_uri, retry_deadline=STORAGE_RETRY_SECONDS
         )
@@ -231,8 +232,9 @@ class ChatService:
                 fleet = self.fleet.epoch()
             except SharedStateDown:
                 pass
-        self._epoch_seen = max(self._epoch_seen, fleet, self.follower.epoch)
-        return self._epoch_seen
+        with self._epoch_lock:  # request threads race here: the highest one wins, always
+            self._epoch_seen = max(self._epoch_seen, fleet, self.follower.epoch)
+            return self._epoch_seen
 
     def _retrieve(self, asked: _Asked, live: LiveSnapshot) -> list[Passage]:
         """The passages relevant to the standalone question (none: the bot does not know)."""

@@ -159,7 +159,8 @@ class Manifest:
 
     Fields (``parse`` checks each one's type; the optional ones may be missing or null):
     version (a plain name), created_at (str, optional), chromadb (str, optional),
-    embedding {backend str, model str, sha256 str or null, dimension int >= 1},
+    embedding {backend str, model str, sha256 str or null, dimension int >= 1; the local
+    model's tokenizer_sha256, max_tokens and pooling too, compared as they are},
     chunking (object, optional), counts {chunks int >= 0, documents int >= 0 optional},
     sources (list of str, optional), archive {sha256 (64 hex digits), bytes int >= 0,
     unpacked_bytes int >= 0 (the sum of the files' sizes)}, chunk_hashes (optional: {file (a

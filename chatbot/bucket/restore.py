@@ -62,6 +62,17 @@ COMPLETE_MARKER = ".complete"
 # instance can hold in /tmp next to the process (chat_memory, 1 GiB by default): raise it
 # only together with chat_memory.
 MAX_UNPACKED_BYTES = 512 << 20
+# What must match between a snapshot's embedder and the one querying it (a field one of
+# them lacks, like a hosted model's tokenizer, matches only if the other lacks it too).
+EMBEDDER_FIELDS = (
+    "backend",
+    "model",
+    "sha256",
+    "dimension",
+    "tokenizer_sha256",
+    "max_tokens",
+    "pooling",
+)
 MAX_MEMBERS = 1000  # files and directories; a real snapshot has under 10
 # Tar headers, padding and end blocks read besides the files' bytes: at most this much per
 # member, plus a little. Bounds what tarfile itself buffers (a pax header is read whole).
@@ -191,7 +202,7 @@ def _extract(archive: Path, dest: Path, limit: int, max_members: int) -> int:
 def check_embedder(manifest: Manifest, fingerprint: dict, *, user: str = "this instance") -> None:
     """Refuse a snapshot whose vectors came from another embedding model than ``user``'s."""
     built = manifest.embedding
-    for field in ("backend", "model", "sha256", "dimension"):
+    for field in EMBEDDER_FIELDS:
         if built.get(field) != fingerprint.get(field):
             raise SnapshotError(
                 f"snapshot {manifest.version} was built with embedding {field} "

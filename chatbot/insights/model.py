@@ -124,6 +124,11 @@ class InsightsReport(_Model):
     per_day: list[DayFigures]
     ratings: Ratings
     unanswered_groups: list[UnansweredGroup]
+    ungrouped: str | None = Field(
+        default=None,
+        description="Why unanswered questions are not grouped by meaning (each wording is its "
+        "own group, with no nearest document), when the embedder is unavailable; else null.",
+    )
     unanswered_wordings_grouped: int = Field(
         ge=0, description="Distinct unanswered wordings embedded (the most frequent ones)."
     )

@@ -8,6 +8,7 @@ their own bounds (``Limits``): the admin reads less and stops sooner than the co
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ from chatbot.insights.model import (
 from chatbot.insights.query import EventFigures, period_days, read_figures
 
 __all__ = ["WEAK_SCORE", "Limits", "build_report", "eval_cases", "write_eval_cases"]
+logger = logging.getLogger(__name__)
 # An answer whose best source scored below this is counted as unanswered: the bot answered
 # from a passage that was barely related (MIN_RELEVANCE, 0.30 by default, is where it stops
 # answering at all).
@@ -55,12 +57,18 @@ def build_report(
     *,
     days: int,
     now: datetime,
-    embedder: Embedder,
+    embedder: Embedder | None,
     snapshot: tuple[str, KnowledgeIndex] | None,
     weak_score: float = WEAK_SCORE,
     limits: Limits = Limits(),
+    no_embedder: str = "no embedder is available",
 ) -> InsightsReport:
-    """The report of the ``days`` UTC days that end today (``now``)."""
+    """The report of the ``days`` UTC days that end today (``now``).
+
+    Without an ``embedder`` (``no_embedder`` says why), or when embedding the questions fails,
+    the report is built all the same, its unanswered wordings ungrouped and ``ungrouped``
+    saying why.
+    """
     period = period_days(days, now.date())
     figures = read_figures(
         storage,
@@ -72,7 +80,8 @@ def build_report(
         deadline_seconds=limits.deadline_seconds,
     )
     index = snapshot[1] if snapshot else None
-    groups = [_group(g, index) for g in group_wordings(figures.wordings, embedder)]
+    found, ungrouped = _grouped(figures.wordings, embedder, no_embedder)
+    groups = [_group(g, index) for g in found]
     documents = index.documents() if index else {}
     return InsightsReport(
         generated_at=now.isoformat(timespec="seconds"),
@@ -89,6 +98,7 @@ def build_report(
         per_day=[_day(day.isoformat(), figures) for day in period],
         ratings=Ratings(up=figures.ratings.get("up", 0), down=figures.ratings.get("down", 0)),
         unanswered_groups=groups,
+        ungrouped=ungrouped,
         unanswered_wordings_grouped=len(figures.wordings),
         unanswered_wordings_total=figures.distinct_wordings,
         down_rated=[_down_rated(*row) for row in figures.down_rated],
@@ -120,6 +130,22 @@ def _day(day: str, figures: EventFigures) -> DayFigures:
     return DayFigures(
         day=day, questions=asked, answered=asked - unanswered, unanswered=unanswered, cached=cached
     )
+
+
+def _grouped(
+    wordings: list[tuple[str, int]], embedder: Embedder | None, no_embedder: str
+) -> tuple[list[Group], str | None]:
+    """The wordings grouped by meaning, or each in its own group and the reason why."""
+    reason = no_embedder
+    if embedder is not None:
+        try:
+            return group_wordings(wordings, embedder), None
+        except Exception as exc:  # noqa: BLE001 - the rest of the report is still worth having
+            logger.warning("Insights without grouping by meaning: %s", exc, exc_info=True)
+            # GenerationUnavailable's message is the visitors' apology; its detail says why.
+            reason = f"embedding the questions failed: {getattr(exc, 'detail', '') or exc}"
+    ordered = sorted(wordings, key=lambda pair: (-pair[1], pair[0]))
+    return [Group([pair]) for pair in ordered], f"not grouped by meaning: {reason}"
 
 
 def _group(group: Group, index: KnowledgeIndex | None) -> UnansweredGroup:

@@ -23,13 +23,14 @@ logger = logging.getLogger(__name__)
 
 @contextmanager
 def latest_index(
-    storage: Storage, embedder: Embedder
+    storage: Storage, embedder: Embedder | None
 ) -> Iterator[tuple[str, KnowledgeIndex] | None]:
     """``(version, index)`` of LATEST, restored for the ``with`` block; None when there is none.
 
     None too, with a warning, when LATEST was embedded by another model than ``embedder``
     (its vectors could not be compared) or fails its checks: the report is still worth having,
-    without nearest and never-cited documents.
+    without nearest and never-cited documents. Without an ``embedder`` nothing is compared
+    with its vectors (no group has a centroid), so it is opened for its documents unchecked.
     """
     version = read_latest(storage).version
     if version is None:
@@ -38,7 +39,8 @@ def latest_index(
     with tempfile.TemporaryDirectory(prefix="romega-insights-snapshot-") as root:
         try:
             manifest = read_manifest(storage, version)
-            check_embedder(manifest, embedder.fingerprint(), user="insights")
+            if embedder is not None:
+                check_embedder(manifest, embedder.fingerprint(), user="insights")
             restored = restore(storage, manifest, Path(root))
             index = open_verified(restored.path, manifest, KnowledgeIndex)
         except SnapshotError as exc:

@@ -1,12 +1,17 @@
 """The fleet's answer cache in Redis: answers, single flights, the cache epoch, counters.
 
-    romega:answer:<key>     the answer as JSON, with the cache TTL (key: snapshot version,
+    romega:v1:answer:<key>  the answer as JSON, with the cache TTL (key: snapshot version,
                             epoch and md5 of the question, chatbot/answering/cache.py)
-    romega:flight:<key>     who computes that answer now: SET NX PX, a random token, expiring
+    romega:v1:flight:<key>  who computes that answer now: SET NX PX, a random token, expiring
                             after the followers' patience, so a leader that died frees it
-    romega:cache-epoch      the cache epoch; the admin's clear raises it to the bucket's
-    romega:cache:hits       the fleet's counters (GET /cache/stats)
-    romega:cache:misses
+    romega:v1:cache-epoch   the cache epoch; the admin's clear raises it to the bucket's
+    romega:v1:cache:hits    the fleet's counters (GET /cache/stats)
+    romega:v1:cache:misses
+
+``v1`` is the layout of these values: a version that changes it (say, a new field in the
+stored answer) raises it, so two versions of the code in one fleet do not read each other's
+answers. A value that does not decode anyway (a stranger's, or a version that forgot) is a
+miss, never an error: its key is overwritten by the next answer computed for it.
 
 Every method goes through the ``RedisLink`` and so raises ``SharedStateDown`` when Redis
 fails; the caller (chatbot/answering/cache.py) then uses its own memory.
@@ -15,6 +20,7 @@ fails; the caller (chatbot/answering/cache.py) then uses its own memory.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -23,7 +29,8 @@ from typing import Any
 from chatbot.shared_state.link import RedisLink
 
 __all__ = ["SharedAnswers"]
-PREFIX = "romega:"
+logger = logging.getLogger(__name__)
+PREFIX = "romega:v1:"  # raise the version when the stored values change (see above)
 EPOCH_KEY = f"{PREFIX}cache-epoch"
 HITS_KEY = f"{PREFIX}cache:hits"
 MISSES_KEY = f"{PREFIX}cache:misses"
@@ -85,11 +92,7 @@ class SharedAnswers:
 
     def epoch(self) -> int:
         """The fleet's cache epoch (0 when never set, e.g. after Redis restarted)."""
-        raw = self.link.call(lambda client: client.get(EPOCH_KEY))
-        try:
-            return max(0, int(raw or 0))
-        except ValueError:  # only our own scripts write it; a stranger's value counts as 0
-            return 0
+        return _count(self.link.call(lambda client: client.get(EPOCH_KEY)))
 
     def raise_epoch(self, epoch: int) -> int:
         """Make the epoch at least ``epoch`` (the bucket's, just bumped); the epoch now."""
@@ -100,7 +103,20 @@ class SharedAnswers:
     def lookup(self, key: str) -> Any | None:
         """The stored answer (counted as a fleet hit), or None."""
         raw = self.link.call(lambda client: self._lookup([_answer_key(key), HITS_KEY]))
-        return None if raw is None else self._decode(raw)
+        if raw is None:
+            return None
+        value = self._decoded(key, raw)
+        if value is None:  # the script counted a hit that was none: the compute counts a miss
+            self.link.call(lambda client: client.decr(HITS_KEY))
+        return value
+
+    def _decoded(self, key: str, raw: bytes) -> Any | None:
+        """``raw`` decoded, or None (a miss) when it does not decode."""
+        try:
+            return self._decode(raw)
+        except (ValueError, TypeError, KeyError) as exc:
+            logger.warning("Ignoring an undecodable cached answer %s: %r", _answer_key(key), exc)
+            return None
 
     def claim(self, key: str, seconds: float) -> str | None:
         """Lead the fleet's flight for ``key`` for at most ``seconds``: a token, or None if
@@ -122,18 +138,26 @@ class SharedAnswers:
         deadline = self._clock() + patience
         answer_key, flight_key = _answer_key(key), _flight_key(key)
         while self._clock() < deadline:
-            raw, leading = self.link.call(
+            # The flight first: its leader stores the answer before it ends the flight, so
+            # once the flight is seen ended, the GET after it sees the answer if there is one.
+            leading, raw = self.link.call(
                 lambda client: (
-                    client.pipeline(transaction=False).get(answer_key).exists(flight_key).execute()
+                    client.pipeline(transaction=False).exists(flight_key).get(answer_key).execute()
                 )
             )
             if raw is not None:
-                self.link.call(lambda client: client.incr(HITS_KEY))
-                return self._decode(raw)
+                value = self._decoded(key, raw)
+                if value is not None:
+                    self.link.call(lambda client: client.incr(HITS_KEY))
+                return value
             if not leading:
                 return None
             self._sleep(WAIT_POLL_SECONDS)
         return None
+
+    def release(self, key: str, token: str) -> None:
+        """End this leader's flight without counting anything (the answer was there)."""
+        self.link.call(lambda client: self._release([_flight_key(key)], [token]))
 
     def store(self, key: str, value: Any, token: str | None) -> None:
         """Store a computed answer (a fleet miss) and end this leader's flight."""
@@ -164,12 +188,20 @@ class SharedAnswers:
     def stats(self) -> dict:
         """The fleet's counters and epoch, as Redis holds them."""
         counters = self.link.call(lambda client: client.mget(HITS_KEY, MISSES_KEY, EPOCH_KEY))
-        hits, misses, epoch = counters
-        hits, misses = int(hits or 0), int(misses or 0)
+        hits, misses, epoch = (_count(raw) for raw in counters)
         lookups = hits + misses
         return {
             "hits": hits,
             "misses": misses,
             "hit_rate": round(hits / lookups, 4) if lookups else 0.0,
-            "epoch": int(epoch or 0),
+            "epoch": epoch,
         }
+
+
+def _count(raw: bytes | None) -> int:
+    """A counter or the epoch as Redis holds it; 0 when missing or not a whole number >= 0
+    (only our own code writes them; a stranger's value must not fail GET /cache/stats)."""
+    try:
+        return max(0, int(raw or 0))
+    except ValueError:
+        return 0

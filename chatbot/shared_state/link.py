@@ -1,6 +1,8 @@
 """The one Redis connection of an instance, and what happens when Redis fails.
 
-Every call has REDIS_TIMEOUT_MS to connect and to answer, and is never retried by the
+Every Redis round trip has REDIS_TIMEOUT_MS to connect and to answer (so a call of several
+round trips may take a multiple of it: storing an answer is two, and a follower waiting for
+another instance's answer polls for up to the cache's patience), and none is retried by the
 client: a failure raises ``SharedStateDown`` at once and the caller falls back to this
 instance's own memory (limits and cache). The first failure logs one WARNING and marks the
 link down; while it is down nobody calls Redis, except one request after each backoff

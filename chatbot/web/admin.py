@@ -28,7 +28,9 @@ from chatbot.bucket.publishing import activate, list_published
 from chatbot.bucket.storage import Storage, open_storage
 from chatbot.config import API_VERSION, Settings
 from chatbot.errors import (
+    Busy,
     ClientError,
+    ConfigError,
     Conflict,
     NotFound,
     NotReady,
@@ -64,6 +66,7 @@ MAX_INSIGHTS_DAYS = 90
 INSIGHTS_MAX_BYTES = 256 * 1024**2
 INSIGHTS_DEADLINE_SECONDS = 30.0
 INSIGHTS_TOP = 200
+REPORT_BUSY_RETRY_SECONDS = 10  # Retry-After of a GET /insights while another is built
 # The HTML report has no script and loads nothing; say so to the browser too.
 REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
@@ -241,16 +244,29 @@ class AdminHandlers:
         html = _wants_html(request)
         annotate(days=days)
         limits = Limits(INSIGHTS_TOP, INSIGHTS_TOP, INSIGHTS_MAX_BYTES, INSIGHTS_DEADLINE_SECONDS)
-        with self._one_report:
-            with latest_index(self.storage, self.embedder) as snapshot:
+        if not self._one_report.acquire(blocking=False):  # no thread queues behind a report
+            raise Busy(
+                "An insights report is being built; try again when it is done",
+                retry_after=REPORT_BUSY_RETRY_SECONDS,
+            )
+        try:
+            try:
+                embedder: Embedder | None = self.embedder
+                no_embedder = ""
+            except ConfigError as exc:  # e.g. EMBEDDING_BACKEND=gemini without GOOGLE_API_KEY
+                embedder, no_embedder = None, exc.message
+            with latest_index(self.storage, embedder) as snapshot:
                 report = build_report(
                     self.storage,
                     days=days,
                     now=datetime.fromtimestamp(self._clock(), UTC),
-                    embedder=self.embedder,
+                    embedder=embedder,
                     snapshot=snapshot,
                     limits=limits,
+                    no_embedder=no_embedder,
                 )
+        finally:
+            self._one_report.release()
         annotate(questions=report.totals.questions, groups=len(report.unanswered_groups))
         if html:
             page = render_html(report).encode()

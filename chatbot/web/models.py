@@ -265,7 +265,9 @@ class SnapshotStatus(ResponseBody):
 
 
 class Health(ResponseBody):
-    """Readiness: healthy with the snapshot served, or unhealthy (the reason is not public)."""
+    """Readiness: healthy with the snapshot served, degraded when it is served but Redis is
+    unreachable (limits and cache are this instance's own meanwhile), or unhealthy (the
+    reason is not public)."""
 
     status: Literal["healthy", "degraded", "unhealthy"] = Field(
         description="degraded: ready, but Redis (REDIS_URL) is unreachable, so rate limits and "

@@ -541,7 +541,11 @@ def _insights(rate: str) -> dict:
         "The insights report of the last `days` UTC days (docs/insights.md): unanswered "
         "questions grouped by meaning with their nearest document, answers rated down with "
         "their comments, answer and cache hit rates per day, documents cited most and never. "
-        "JSON unless `format=html` or the Accept header prefers text/html.",
+        "JSON unless `format=html` or the Accept header prefers text/html. One report is "
+        "built at a time: a request meanwhile answers 429 with Retry-After ('An insights "
+        "report is being built; ...'). Without a usable embedder (EMBEDDING_BACKEND=gemini "
+        "without GOOGLE_API_KEY, or embedding failed) the questions are not grouped by meaning "
+        "and `ungrouped` says why.",
         rate,
         {
             "description": "The report.",
