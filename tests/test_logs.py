@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -128,8 +130,6 @@ def test_configure_logging_installs_one_handler_with_the_chosen_format(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["message"] == "once"
     assert logging.getLogger().level == logging.DEBUG
-    for noisy in ("chromadb", "httpx", "httpcore", "urllib3", "google_genai", "onnxruntime"):
-        assert logging.getLogger(noisy).level == logging.WARNING, noisy
 
     configure_logging(Settings.from_env({"LOG_FORMAT": "text", "LOG_LEVEL": "ERROR"}))
     logging.getLogger("chatbot.test").error("as text")
@@ -153,3 +153,43 @@ def test_a_four_character_secret_is_masked(capsys):
     configure_logging(Settings.from_env({"GOOGLE_API_KEY": "k3y!"}))
     logging.getLogger("chatbot.test").warning("sent k3y! along")
     assert "sent [REDACTED] along" in capsys.readouterr().out
+
+
+def test_truncate_defaults_to_80_characters():
+    assert truncate("a" * 80) == "a" * 80 and truncate("a" * 81) == "a" * 77 + "..."
+
+
+def test_json_lines_turn_unusual_field_values_into_text():
+    entry = json.loads(JsonFormatter(None).format(record(fields={"path": Path("/tmp/x")})))
+    assert entry["path"] == "/tmp/x"
+
+
+def test_text_lines_start_with_a_second_resolution_timestamp():
+    line = TextFormatter().format(record("x"))
+    assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d - chatbot.test - WARNING - x$", line)
+
+
+def test_configure_logging_keeps_other_handlers_and_the_project_in_traces(capsys):
+    other = logging.NullHandler()
+    logging.getLogger().addHandler(other)
+    try:
+        configure_logging(Settings.from_env({"LOG_FORMAT": "json", "GOOGLE_CLOUD_PROJECT": "p1"}))
+        assert other in logging.getLogger().handlers
+        with request_context("r", TRACE):
+            logging.getLogger("chatbot.test").warning("traced")
+        entry = json.loads(capsys.readouterr().out.splitlines()[-1])
+        assert entry["logging.googleapis.com/trace"] == f"projects/p1/traces/{TRACE}"
+    finally:
+        logging.getLogger().removeHandler(other)
+
+
+NOISY = ("chromadb", "httpx", "httpx2", "httpcore", "urllib3", "google_genai", "onnxruntime")
+
+
+def test_chatty_libraries_are_held_at_warning():
+    for name in NOISY:
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    configure_logging(Settings.from_env({"LOG_LEVEL": "DEBUG"}))
+    assert {name: logging.getLogger(name).level for name in NOISY} == dict.fromkeys(
+        NOISY, logging.WARNING
+    )

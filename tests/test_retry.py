@@ -15,7 +15,9 @@ from google.genai import errors
 from chatbot.answering.retry import (
     DEFAULT_RETRY_AFTER,
     MAX_RETRY_AFTER,
+    MIN_ATTEMPT_SECONDS,
     RetryPolicy,
+    _transport_errors,
     is_retryable,
     server_retry_delay,
     status_label,
@@ -41,8 +43,8 @@ def api_error(code: int, retry_delay: str | None = None, headers=None, nested=Tr
 class VirtualTime:
     """A clock that only moves when the policy sleeps (or a call says it took time)."""
 
-    def __init__(self) -> None:
-        self.now = 0.0
+    def __init__(self, start: float = 100.0) -> None:
+        self.now = start
         self.sleeps: list[float] = []
 
     def clock(self) -> float:
@@ -129,7 +131,7 @@ def test_no_hint_at_all():
 @pytest.mark.parametrize(
     ("code", "retryable"),
     [(400, False), (403, False), (404, False), (408, True), (429, True), (499, False)]
-    + [(500, True), (503, True), (599, True)],
+    + [(500, True), (503, True), (599, True), (600, False)],
 )
 def test_which_statuses_are_retried(code, retryable):
     assert is_retryable(api_error(code)) is retryable
@@ -242,15 +244,15 @@ def test_a_refusal_is_not_retried(caplog):
     with pytest.raises(GenerationRejected) as caught, caplog.at_level(logging.WARNING):
         policy(time).run(call)
     assert len(timeouts) == 1 and "Gemini refused the request" in caught.value.detail
-    assert "refused the request with 400" in caplog.text
+    assert caplog.messages == ["Gemini refused the request with 400"]
 
 
-def test_a_malformed_reply_is_unavailable_not_a_crash():
+def test_a_malformed_reply_is_unavailable_not_a_crash(caplog):
     time = VirtualTime()
     call, timeouts = script(ValueError("no candidates"))
-    with pytest.raises(GenerationUnavailable) as caught:
+    with pytest.raises(GenerationUnavailable) as caught, caplog.at_level(logging.WARNING):
         policy(time).run(call)
-    assert len(timeouts) == 1
+    assert len(timeouts) == 1 and caplog.messages == ["Gemini call failed: ValueError"]
     assert caught.value.detail == "Gemini call failed: ValueError: no candidates"
 
 
@@ -277,4 +279,79 @@ def test_each_retry_is_logged_with_its_status_and_wait(caplog):
         RetryPolicy(
             Settings(max_retries=2), sleep=time.sleep, clock=time.clock, name="Embedding"
         ).run(call)
-    assert "Embedding attempt 1 failed with 429; retrying in 1.25s" in caplog.text
+    assert caplog.messages == ["Embedding attempt 1 failed with 429; retrying in 1.25s"]
+
+
+def test_the_policy_is_named_gemini_unless_told(caplog):
+    time = VirtualTime()
+    call, _ = script(api_error(503), "answer")
+    with caplog.at_level(logging.WARNING, logger="chatbot.answering.retry"):
+        RetryPolicy(Settings(retry_delay=0.5), sleep=time.sleep, clock=time.clock).run(call)
+    assert caplog.messages[0].startswith("Gemini attempt 1 failed with 503; retrying in ")
+
+
+def test_both_http_stacks_transport_errors_are_known():
+    transient, every = _transport_errors()
+    assert {httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError} <= set(transient)
+    assert httpx.HTTPError in every
+
+
+def test_the_failure_is_logged_once_with_its_detail_and_counted(caplog):
+    time = VirtualTime()
+    call, _ = script(*[api_error(503)] * 3, time=time, takes=0.5)
+    with (
+        request_context("r", None) as context,
+        caplog.at_level(logging.WARNING, logger="chatbot.answering.retry"),
+        pytest.raises(GenerationUnavailable) as caught,
+    ):
+        policy(time, max_retries=2, retry_delay=0.25).run(call)
+    assert context.fields["retries"] == 2
+    assert caplog.messages[-1] == caught.value.detail
+    elapsed = time.now - 100.0
+    assert caught.value.detail == (
+        f"Gemini failed after 3 attempt(s) in {elapsed:.2f}s (retries exhausted); last error: 503"
+    )
+
+
+def test_the_deadline_on_the_last_allowed_attempt_is_the_deadline_not_the_count():
+    time = VirtualTime()
+    call, _ = script(api_error(503), api_error(503), time=time, takes=14.6)
+    with pytest.raises(GenerationUnavailable) as caught:
+        policy(time, max_retries=2, retry_delay=0.5).run(call)
+    assert "(deadline reached)" in caught.value.detail
+
+
+def test_backoff_starts_at_retry_delay_with_jitter_of_retry_delay():
+    time = VirtualTime()
+    call, _ = script(*[api_error(503)] * 6, "answer")
+    policy(time, max_retries=6, retry_delay=0.01).run(call)
+    for n, wait in enumerate(time.sleeps):
+        assert 0.01 * 2**n <= wait <= 0.01 * 2**n + 0.01
+
+
+def test_a_zero_wait_with_time_left_is_retried():
+    time = VirtualTime()
+    call, timeouts = script(api_error(429, "0s"), "answer", time=time, takes=29.5)
+    assert policy(time).run(call)[0] == "answer" and len(timeouts) == 2
+
+
+def test_a_wait_plus_a_minimal_attempt_that_exactly_fits_is_taken():
+    time = VirtualTime(start=0.0)
+    # 29.5 s pass; the hint 0.25 s plus a 0.05 s attempt must fit into the 0.5 s left.
+    call, timeouts = script(api_error(429, "0.25s"), "answer", time=time, takes=29.5)
+    assert MIN_ATTEMPT_SECONDS == 0.05
+    policy(time, generation_deadline_seconds=29.8).run(call)
+    assert len(timeouts) == 2
+
+
+def test_a_zoneless_http_date_is_read_as_gmt_whatever_the_local_zone(monkeypatch):
+    import time as clock
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    clock.tzset()
+    try:
+        exc = api_error(503, headers={"Retry-After": "Tue, 14 Nov 2023 22:13:50 -0000"})
+        assert server_retry_delay(exc, now=lambda: NOW) == 30.0
+    finally:
+        monkeypatch.delenv("TZ")
+        clock.tzset()
