@@ -21,6 +21,16 @@ from chatbot.web.ratelimit import RateLimiter, client_ip, limit_key
         ("10.0.0.1", "garbage, not-an-ip", 1, "10.0.0.1"),
         ("10.0.0.1", "", 1, "10.0.0.1"),
         ("10.0.0.1", "2001:db8::1", 1, "2001:db8::1"),
+        ("10.0.0.1", "6.6.6.6, 1.2.3.4:4711", 1, "1.2.3.4"),  # a proxy that writes the port
+        ("10.0.0.1", "[2001:db8::1]:443", 1, "2001:db8::1"),
+        ("10.0.0.1", "[2001:db8::1]", 1, "2001:db8::1"),
+        ("10.0.0.1", "1.2.3.4:port", 1, "10.0.0.1"),
+        ("10.0.0.1", "6.6.6.6, , 1.2.3.4, 5.6.7.8", 2, "1.2.3.4"),  # empty entries skipped
+        ("10.0.0.1", "1.2.3.4, ", 1, "1.2.3.4"),
+        ("10.0.0.1", " , ", 1, "10.0.0.1"),
+        (None, None, 0, "unknown"),  # no peer address: one shared "unknown" client
+        (None, "garbage", 1, "unknown"),
+        (None, "1.2.3.4", 1, "1.2.3.4"),
     ],
 )
 def test_client_ip(remote, xff, hops, expected):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -40,12 +41,13 @@ def client_ip(remote_addr: str | None, forwarded_for: str | None, trusted_hops: 
     return peer if address is None else address
 
 
+_WITH_PORT = re.compile(r"^\[(?P<v6>[^\]]+)\](?::\d{1,5})?$|^(?P<v4>[\d.]+):\d{1,5}$")
+
+
 def _address(entry: str) -> str | None:
     """The IP in an X-Forwarded-For entry, without a port; None if it holds none."""
-    if entry.startswith("[") and "]" in entry:  # [IPv6] or [IPv6]:port
-        entry = entry[1 : entry.index("]")]
-    elif entry.count(":") == 1:  # IPv4:port (a bare IPv6 address has several colons)
-        entry = entry.split(":")[0]
+    if match := _WITH_PORT.match(entry):  # [IPv6], [IPv6]:port or IPv4:port
+        entry = match["v6"] or match["v4"]
     try:
         return str(ipaddress.ip_address(entry))
     except ValueError:
