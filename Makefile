@@ -14,7 +14,7 @@ export SNAPSHOT_URI
 PORT ?= 8080
 ADMIN_PORT ?= 8081
 
-.PHONY: venv test run snapshot eval bench bench-quick package lint format clean
+.PHONY: venv test run snapshot eval bench bench-quick mutation package lint format clean
 
 venv: $(STAMP)
 
@@ -50,6 +50,12 @@ bench: venv
 bench-quick: venv
 	$(PY) -m bench --quick
 
+# Not part of `make test`: about N minutes on 2 cores. docs/testing.md has the last score.
+mutation: venv
+	rm -rf mutants
+	$(VENV)/bin/mutmut run > .mutmut.log 2>&1 || (tail -50 .mutmut.log; exit 1)
+	$(PY) scripts/mutation_report.py
+
 package: venv
 	$(PY) scripts/package.py --out build
 
@@ -62,4 +68,4 @@ format: venv
 	$(PY) -m ruff format .
 
 clean:
-	rm -rf build .local .pytest_cache
+	rm -rf build .local .pytest_cache mutants .mutmut.log
