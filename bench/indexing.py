@@ -127,7 +127,7 @@ def build_corpus(
     if vectors_real:
         # The indexer's own check: reopen the packed copy and find a chunk by its vector.
         t0 = time.perf_counter()
-        verify_snapshot(built, embedder, probe=chunks[0])
+        verify_snapshot(built, chunks[0], vectors[0])
         verify_seconds: float | None = time.perf_counter() - t0
     else:
         verify_seconds = None

@@ -7,6 +7,7 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from limits import parse_many
 
@@ -55,6 +56,12 @@ ENVIRONMENT_VARIABLES = (
     "EVENTS_FLUSH_SECONDS",
     "CONDENSE_TIMEOUT_SECONDS",
     "IPV6_PREFIX_LENGTH",
+    "SOURCE_BASE_URL",
+    "EMBEDDING_REQUEST_RATE",
+    "EMBEDDING_TOKEN_RATE",
+    "REDIS_URL",
+    "REDIS_TIMEOUT_MS",
+    "REDIS_CA_CERT",
 )
 DEFAULT_SNAPSHOT_URI = ".local/bucket"
 # The shortest ADMIN_TOKEN accepted: secrets.token_urlsafe(24) is 32 characters (192 bits).
@@ -93,6 +100,44 @@ def _admin_token(env: Mapping[str, str]) -> str | None:
     return token
 
 
+def _redis_url(env: Mapping[str, str]) -> str | None:
+    """REDIS_URL: unset, or redis://[:password@]host[:port][/db] (rediss:// for TLS)."""
+    url = _get(env, "REDIS_URL", "")
+    if not url:
+        return None
+    # The message names the parts, never the URL: it may carry the AUTH string.
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ConfigError("REDIS_URL is not a valid URL (its port or host is malformed)") from None
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ConfigError(
+            "REDIS_URL must be redis://[:password@]host[:port][/db] or rediss://... for TLS, "
+            f"got scheme {parts.scheme!r}" + ("" if parts.hostname else " and no host")
+        )
+    if port == 0 or parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        raise ConfigError("REDIS_URL must name a port above 0 and a numeric database, if any")
+    return url
+
+
+def _redis_ca_cert(env: Mapping[str, str]) -> str | None:
+    """REDIS_CA_CERT: a PEM certificate, and only beside a rediss:// REDIS_URL."""
+    pem = env.get("REDIS_CA_CERT") or None
+    if pem is None:
+        return None
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        raise ConfigError("REDIS_CA_CERT must be a PEM certificate (-----BEGIN CERTIFICATE-----)")
+    if not _get(env, "REDIS_URL", "").startswith("rediss://"):
+        raise ConfigError("REDIS_CA_CERT is set but REDIS_URL is not a rediss:// URL")
+    return pem
+
+
+def redis_password(url: str | None) -> str | None:
+    """The password in a Redis URL, so the log redactor can mask it."""
+    return urlsplit(url).password if url else None
+
+
 def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
     raw = _get(env, name, str(default))
     try:
@@ -119,6 +164,19 @@ def _rate(env: Mapping[str, str], name: str, default: str) -> str:
         raise ConfigError(
             f"{name} must be a rate limit such as '20/minute' or '20 per 1 minute', got {value!r}"
         ) from None
+    return value
+
+
+def _http_url(env: Mapping[str, str], name: str) -> str | None:
+    """An absolute http(s) URL with a host, or None when unset."""
+    value = _get(env, name, "")
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(
+            f"{name} must be an http(s) URL such as https://example.com/kb, got {value!r}"
+        )
     return value
 
 
@@ -163,6 +221,13 @@ class Settings:
     events_flush_seconds: float = 30.0
     condense_timeout_seconds: float = 2.0
     ipv6_prefix_length: int = 64  # an IPv6 client's rate limits are those of its /N network
+    source_base_url: str | None = None  # a source's public page: this + its path, if it names none
+    # Pacing of the indexer's Gemini embedding requests (chatbot/answering/pacing.py).
+    embedding_request_rate: str = "100/minute"
+    embedding_token_rate: str = "1000000/minute"
+    redis_url: str | None = None  # fleet-wide limits, cache and epoch (chatbot/shared_state/)
+    redis_timeout_ms: int = 50
+    redis_ca_cert: str | None = None  # PEM of the server CA for rediss:// (Memorystore)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -220,4 +285,10 @@ class Settings:
             events_flush_seconds=_float(env, "EVENTS_FLUSH_SECONDS", 30.0, minimum=0.1),
             condense_timeout_seconds=_float(env, "CONDENSE_TIMEOUT_SECONDS", 2.0, minimum=0.1),
             ipv6_prefix_length=_int(env, "IPV6_PREFIX_LENGTH", 64, minimum=1, maximum=128),
+            source_base_url=_http_url(env, "SOURCE_BASE_URL"),
+            embedding_request_rate=_rate(env, "EMBEDDING_REQUEST_RATE", "100/minute"),
+            embedding_token_rate=_rate(env, "EMBEDDING_TOKEN_RATE", "1000000/minute"),
+            redis_url=_redis_url(env),
+            redis_timeout_ms=_int(env, "REDIS_TIMEOUT_MS", 50, minimum=1, maximum=10_000),
+            redis_ca_cert=_redis_ca_cert(env),
         )

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from chatbot.config import redis_password
+
 TEXT_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 TEXT_DATEFMT = "%Y-%m-%d %H:%M:%S"
 
@@ -149,7 +151,8 @@ def configure_logging(settings) -> None:
     formatter = (
         JsonFormatter(settings.project_id) if settings.log_format == "json" else TextFormatter()
     )
-    handler.setFormatter(_Redacting(formatter, [settings.google_api_key, settings.admin_token]))
+    secrets = [settings.google_api_key, settings.admin_token, redis_password(settings.redis_url)]
+    handler.setFormatter(_Redacting(formatter, secrets))
     root.addHandler(handler)
     root.setLevel(settings.log_level)
     for noisy in (

@@ -9,7 +9,13 @@ It speaks the Gemini API routes the SDK calls when ``HttpOptions(base_url=...)``
 
 Every request is recorded (path, headers, parsed JSON body). Outcomes can be scripted per
 call (``fake.script([503, "drop", answer("hi")])``), drawn at random
-(``fake.failure_rate(0.05, seed=1)``) or slowed down (``fake.delay(0.05)``). The default
+(``fake.failure_rate(0.05, seed=1)``) or slowed down (``fake.delay(0.05)``).
+
+Embeddings are deterministic bag-of-words vectors of the requested dimension. A quota
+(``fake.embed_quota(requests=5, per_seconds=1.0)``) answers batchEmbedContents calls past it
+with 429 RESOURCE_EXHAUSTED and the RetryInfo ``retryDelay`` until a slot frees, as Google's
+per-minute quotas do; ``wrong_embeddings(drop=1)`` scripts a reply of the wrong shape;
+``fake.embedded_texts`` counts each text in the embedding replies actually sent. The default
 reply quotes the first sentence of the first passage in the prompt's ``<context>`` block, so
 answers are deterministic and grounded in what the caller sent.
 
@@ -41,7 +47,7 @@ import signal
 import socket
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -92,6 +98,9 @@ class Reply:
     midstream_after: int | None = None
     midstream_status: int | None = None  # the failure is an error event, not a dropped socket
     midstream_hang: bool = False  # the failure is a stall until the server stops
+    # batchEmbedContents only: a reply of the wrong shape (fewer vectors, another dimension).
+    drop_embeddings: int = 0
+    embedding_dimension: int | None = None
 
 
 def answer(text: str) -> Reply:
@@ -115,6 +124,11 @@ def midstream(
         midstream_status=status,
         midstream_hang=hang,
     )
+
+
+def wrong_embeddings(drop: int = 0, dimension: int | None = None) -> Reply:
+    """A batchEmbedContents 200 with ``drop`` vectors missing, or vectors of ``dimension``."""
+    return Reply(drop_embeddings=drop, embedding_dimension=dimension)
 
 
 def rate_limited(retry_delay: float | None = 30.0, retry_after: float | None = None) -> Reply:
@@ -228,6 +242,11 @@ def fake_embedding(text: str, dimension: int = DEFAULT_EMBEDDING_DIMENSION) -> l
     return [v / norm for v in vector]
 
 
+def _request_text(request: dict[str, Any]) -> str:
+    """The text of one embedding request."""
+    return " ".join(p.get("text", "") for p in request.get("content", {}).get("parts", []))
+
+
 def _sse(payload: Any) -> bytes:
     """One server-sent event carrying ``payload`` as JSON."""
     return b"data: " + json.dumps(payload).encode() + b"\r\n\r\n"
@@ -279,7 +298,7 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         method, model = route.group("method"), route.group("model")
         fake._record(RecordedRequest(method, self.path, model, dict(self.headers.items()), body))
-        outcome = fake._next_outcome(method)
+        outcome = fake._over_quota(method) or fake._next_outcome(method)
         if fake._latency:
             fake._stopping.wait(fake._latency)
         if outcome == "hang":
@@ -306,19 +325,25 @@ class _Handler(BaseHTTPRequestHandler):
         elif method == STREAM:
             self._stream(body, model, outcome)
         elif method == "batchEmbedContents":
-            requests = (body or {}).get("requests", [])
-            embeddings = [{"values": self._embed(r)} for r in requests]
-            self._send_json(200, {"embeddings": embeddings})
+            self._batch_embed(body, outcome)
         elif method == "embedContent":
             self._send_json(200, {"embedding": {"values": self._embed(body or {})}})
         else:
             self._send_json(404, error_body(404))
 
+    def _batch_embed(self, body: Any, outcome: Reply) -> None:
+        """One vector per request (or the wrong shape ``outcome`` asks for); texts counted."""
+        requests = (body or {}).get("requests", [])
+        requests = requests[: max(0, len(requests) - outcome.drop_embeddings)]
+        texts = [_request_text(r) for r in requests]
+        embeddings = [{"values": self._embed(r, outcome.embedding_dimension)} for r in requests]
+        self._send_json(200, {"embeddings": embeddings})
+        self.server.fake._count_embedded(texts)
+
     @staticmethod
-    def _embed(request: dict[str, Any]) -> list[float]:
-        text = " ".join(p.get("text", "") for p in request.get("content", {}).get("parts", []))
-        dimension = request.get("outputDimensionality") or DEFAULT_EMBEDDING_DIMENSION
-        return fake_embedding(text, int(dimension))
+    def _embed(request: dict[str, Any], dimension: int | None = None) -> list[float]:
+        dimension = dimension or request.get("outputDimensionality") or DEFAULT_EMBEDDING_DIMENSION
+        return fake_embedding(_request_text(request), int(dimension))
 
     @staticmethod
     def _generation(body: Any, model: str, outcome: Reply) -> dict[str, Any]:
@@ -488,6 +513,9 @@ class FakeGemini(Running):
         self._midstream_rate = 0.0
         self._midstream_rng = random.Random(0)
         self._disconnects = 0
+        self._embedded: Counter[str] = Counter()
+        self._quota: tuple[int, float] | None = None
+        self._quota_window: deque[float] = deque()
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
         self._server = _Server((host, port), _Handler)
@@ -571,6 +599,13 @@ class FakeGemini(Running):
             self._midstream_rate = probability
             self._midstream_rng = random.Random(seed)
 
+    def embed_quota(self, requests: int | None, per_seconds: float = 60.0) -> None:
+        """Allow ``requests`` batchEmbedContents calls per moving ``per_seconds`` window;
+        the calls past it get 429 with the retryDelay until a slot frees (None: no quota)."""
+        with self._lock:
+            self._quota = None if requests is None else (requests, per_seconds)
+            self._quota_window.clear()
+
     def delay(self, seconds: float) -> None:
         """Add a fixed latency to every model call."""
         self._latency = seconds
@@ -602,6 +637,9 @@ class FakeGemini(Running):
             self._chunk_delay = 0.0
             self._midstream_rate = 0.0
             self._disconnects = 0
+            self._embedded.clear()
+            self._quota = None
+            self._quota_window.clear()
 
     # -- inspection ------------------------------------------------------------------------
 
@@ -630,6 +668,12 @@ class FakeGemini(Running):
         """How many stream calls the client left before their last chunk was sent."""
         with self._lock:
             return self._disconnects
+
+    @property
+    def embedded_texts(self) -> Counter[str]:
+        """How many times each text was sent back embedded (successful replies only)."""
+        with self._lock:
+            return Counter(self._embedded)
 
     @property
     def open_connections(self) -> int:
@@ -667,6 +711,25 @@ class FakeGemini(Running):
                 after = self._midstream_rng.randint(1, max(1, self._stream_chunks - 1))
                 return dataclasses.replace(default, midstream_after=after)
             return default
+
+    def _over_quota(self, method: str) -> Reply | None:
+        """A 429 with the wait until the quota frees a slot, or None within the quota."""
+        with self._lock:
+            if method != "batchEmbedContents" or self._quota is None:
+                return None
+            limit, window = self._quota
+            now = time.monotonic()
+            while self._quota_window and self._quota_window[0] <= now - window:
+                self._quota_window.popleft()
+            if len(self._quota_window) < limit:
+                self._quota_window.append(now)
+                return None
+            wait = self._quota_window[0] + window - now
+            return rate_limited(retry_delay=round(max(wait, 0.001), 3))
+
+    def _count_embedded(self, texts: list[str]) -> None:
+        with self._lock:
+            self._embedded.update(texts)
 
     def _count_disconnect(self) -> None:
         with self._lock:

@@ -20,7 +20,7 @@ from chatbot.bucket.layout import sha256_file
 from chatbot.errors import SnapshotError
 from indexer.documents import Chunk
 
-__all__ = ["build_collection", "check_flushed", "pack"]
+__all__ = ["build_collection", "check_flushed", "pack", "read_vectors"]
 ADD_BATCH = 1000
 
 
@@ -56,6 +56,28 @@ def build_collection(path: Path, chunks: list[Chunk], vectors: np.ndarray) -> No
     client.close()
     check_flushed(path, len(chunks))
     _vacuum(path / "chroma.sqlite3")
+
+
+def read_vectors(path: Path, ids: list[str], dimension: int) -> dict[str, np.ndarray]:
+    """The stored vectors of ``ids`` in a snapshot directory, by id (absent ids are left out).
+
+    A vector of the wrong dimension or with a non-finite value is a SnapshotError: reusing
+    it would build a corrupt snapshot.
+    """
+    client = open_client(path)
+    try:
+        collection = client.get_collection(COLLECTION)
+        found: dict[str, np.ndarray] = {}
+        for start in range(0, len(ids), ADD_BATCH):
+            got = collection.get(ids=ids[start : start + ADD_BATCH], include=["embeddings"])
+            vectors = np.asarray(got["embeddings"], dtype=np.float32).reshape(len(got["ids"]), -1)
+            wrong = vectors.shape[1] != dimension or not np.isfinite(vectors).all()
+            if len(got["ids"]) and wrong:
+                raise SnapshotError(f"stored vectors of {path} are not finite {dimension}-vectors")
+            found.update(zip(got["ids"], vectors, strict=True))
+        return found
+    finally:
+        client.close()
 
 
 def _vacuum(database: Path) -> None:

@@ -2,7 +2,8 @@
 
 Markdown and plain text are split on headings; HTML goes through a real parser (selectolax)
 so scripts, styles and navigation never become knowledge. Long sections are cut into
-overlapping word windows.
+overlapping word windows. A document may name its public page (Markdown front matter
+``url:``, HTML ``<link rel="canonical">``); its chunks carry it as ``url``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
 
@@ -22,6 +24,8 @@ MIN_WORDS = 5
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _UNDERLINE = re.compile(r"^(=+|-+)\s*$")
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)^---[ \t]*$\r?\n?", re.DOTALL | re.MULTILINE)
+_FRONT_MATTER_URL = re.compile(r"^url:\s*[\"']?([^\"'\s]+)[\"']?\s*$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -41,13 +45,36 @@ class Chunk:
     title: str
     heading: str
     text: str
+    url: str = ""
 
     def embedding_text(self) -> str:
         """What gets embedded: the heading path gives a short section its context."""
         return f"{self.heading}\n{self.text}" if self.heading else self.text
 
     def metadata(self) -> dict:
-        return {"source": self.source, "title": self.title, "heading": self.heading}
+        meta = {"source": self.source, "title": self.title, "heading": self.heading}
+        return {**meta, "url": self.url} if self.url else meta
+
+
+def _public_url(candidate: str | None) -> str:
+    """``candidate`` if it is an absolute http(s) URL, else empty: no other scheme is linked."""
+    parts = urlsplit(candidate or "")
+    return candidate if parts.scheme in ("http", "https") and parts.netloc else ""
+
+
+def front_matter(text: str) -> tuple[str, str]:
+    """A Markdown document's ``url:`` from its front matter, and the text without it."""
+    block = _FRONT_MATTER.match(text)
+    if block is None:
+        return "", text
+    url = _FRONT_MATTER_URL.search(block.group(1))
+    return _public_url(url.group(1) if url else None), text[block.end() :]
+
+
+def canonical_url(html: str) -> str:
+    """An HTML page's ``<link rel="canonical" href>``, when it is an http(s) URL."""
+    link = HTMLParser(html).css_first('link[rel="canonical"]')
+    return _public_url(link.attributes.get("href") if link is not None else None)
 
 
 def _clean(text: str) -> str:
@@ -196,11 +223,14 @@ def chunk_document(
 ) -> list[Chunk]:
     """Chunk one document; ``source`` is its path relative to the knowledge folder."""
     suffix = Path(source).suffix.lower()
+    url = ""
     if suffix in {".html", ".htm"}:
         title, sections = html_sections(raw)
+        url = canonical_url(raw)
     elif suffix == ".txt":
         title, sections = text_sections(raw)
     else:
+        url, raw = front_matter(raw)
         title, sections = markdown_sections(raw)
     title = title or Path(source).stem.replace("-", " ").replace("_", " ").title()
     chunks: list[Chunk] = []
@@ -216,7 +246,7 @@ def chunk_document(
         for window in _windows(words, chunk_words, overlap):
             text = " ".join(window)
             digest = hashlib.sha1(f"{source}\0{heading}\0{len(chunks)}\0{text}".encode())
-            chunks.append(Chunk(digest.hexdigest()[:16], source, title, heading, text))
+            chunks.append(Chunk(digest.hexdigest()[:16], source, title, heading, text, url))
     return chunks
 
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # `make test`: installs the Debian packages the suite runs for real, once. Chromium (headless)
 # for tests/test_docs_browser.py; gpg and unzip for tests/test_supply_chain.py's signed
-# terraform release check. Idempotent: installs only what is missing. Needs root (apt-get).
+# terraform release check; redis-server for the shared-state tests (harness/redis.py). Idempotent: installs only what is missing. Needs root (apt-get).
 set -euo pipefail
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v gpg >/dev/null || missing+=(gnupg)
 command -v unzip >/dev/null || missing+=(unzip)
+[ -x /usr/bin/redis-server ] || missing+=(redis-server)
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi

@@ -1,7 +1,11 @@
 """Stage and zip each Cloud Function: build/<function>/ and build/<function>.zip.
 
-A function's zip holds its main.py, a copy of chatbot/, requirements.txt and, for the chat
-function, the embedding model files, so the deployed code needs nothing else from this repo.
+A function's zip holds its main.py, a copy of chatbot/, its requirements.txt and the embedding
+model files, and the chat function's also widget/widget.js (beside chatbot/, as in the repo),
+so the deployed code needs nothing else from this repo. The admin function's
+requirements.txt is requirements.txt plus requirements-admin.txt (DuckDB for GET /insights,
+which also embeds questions with the chat's model); the chat function installs no more than
+it needs.
 Zips are byte-for-byte reproducible (sorted entries, fixed timestamps), so terraform's
 content-hash object names change only when the code does.
 """
@@ -19,7 +23,11 @@ sys.path.insert(0, str(ROOT))
 
 from chatbot.answering.embeddings import find_model_files  # noqa: E402
 
-FUNCTIONS = {"chat": True, "admin": False}  # name -> ships the embedding model
+# name -> the requirements files its requirements.txt is made of (one self-contained list)
+FUNCTIONS = {
+    "chat": ("requirements.txt",),
+    "admin": ("requirements.txt", "requirements-admin.txt"),
+}
 FIXED_TIME = (2020, 1, 1, 0, 0, 0)
 
 
@@ -27,20 +35,23 @@ def _ignore(directory: str, names: list[str]) -> set[str]:
     return {n for n in names if n in {"__pycache__", "model"} or n.endswith((".pyc", ".pyo"))}
 
 
-def stage(name: str, out: Path, with_model: bool) -> Path:
+def stage(name: str, out: Path, requirements: tuple[str, ...]) -> Path:
     """Lay out build/<name>/ exactly as Cloud Functions will see it."""
     target = out / name
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     shutil.copyfile(ROOT / "functions" / name / "main.py", target / "main.py")
-    shutil.copyfile(ROOT / "requirements.txt", target / "requirements.txt")
+    listed = "".join((ROOT / part).read_text() for part in requirements)
+    (target / "requirements.txt").write_text(listed)
     shutil.copytree(ROOT / "chatbot", target / "chatbot", ignore=_ignore)
-    if with_model:
-        files = find_model_files()
-        model_dir = target / "chatbot" / "model"
-        model_dir.mkdir()
-        shutil.copyfile(files.onnx, model_dir / "model.onnx")
-        shutil.copyfile(files.tokenizer, model_dir / "tokenizer.json")
+    files = find_model_files()
+    model_dir = target / "chatbot" / "model"
+    model_dir.mkdir()
+    shutil.copyfile(files.onnx, model_dir / "model.onnx")
+    shutil.copyfile(files.tokenizer, model_dir / "tokenizer.json")
+    if name == "chat":
+        (target / "widget").mkdir()
+        shutil.copyfile(ROOT / "widget" / "widget.js", target / "widget" / "widget.js")
     return target
 
 
@@ -60,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "build")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, with_model in FUNCTIONS.items():
-        staged = stage(name, args.out, with_model)
+    for name, requirements in FUNCTIONS.items():
+        staged = stage(name, args.out, requirements)
         archive = zip_dir(staged, args.out / f"{name}.zip")
         print(f"{archive} ({archive.stat().st_size / 1e6:.1f} MB)")
     return 0

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make run`: the chat function on $PORT (foreground) and the admin function on $ADMIN_PORT
-# (background), both serving $SNAPSHOT_URI. The admin token is $ADMIN_TOKEN if set, else a
-# fresh random one printed once here. Ctrl-C (or the chat exiting) stops both.
+# (background), both serving $SNAPSHOT_URI, and the demo company page with the website widget
+# on $DEMO_PORT (another origin, as a real site; scripts/demo_site.py). The admin token is
+# $ADMIN_TOKEN if set, else a fresh random one printed once here. Ctrl-C (or the chat
+# exiting) stops them all.
 #
 # Both listen on $HOST (127.0.0.1 unless set): this machine only, since locally nothing
 # stands in front of gunicorn the way Google's front end does in the cloud (docs/deploy.md,
@@ -13,7 +15,10 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 VENV=${VENV:-.venv}
 PORT=${PORT:-8080}
 ADMIN_PORT=${ADMIN_PORT:-8081}
+DEMO_PORT=${DEMO_PORT:-8082}
 HOST=${HOST:-127.0.0.1}
+# The demo page calls the chat function from its own origin: CORS must allow it.
+export ALLOWED_ORIGINS="${ALLOWED_ORIGINS:+$ALLOWED_ORIGINS,}http://$HOST:$DEMO_PORT"
 
 # gunicorn's request limits. The functions-framework CLI cannot set them: its gunicorn
 # application ignores GUNICORN_CMD_ARGS and hard-codes limit_request_line=0 (no limit), so a
@@ -46,15 +51,19 @@ else
   echo "admin: http://$HOST:$ADMIN_PORT  (X-Admin-Token: the ADMIN_TOKEN you set)"
 fi
 echo "chat:  http://$HOST:$PORT"
+echo "demo:  http://$HOST:$DEMO_PORT  (the company page with the website widget)"
 
 # Only the admin function gets the token; the chat function never needs it.
 ADMIN_TOKEN="$ADMIN_TOKEN" serve admin functions/admin/main.py "$ADMIN_PORT" &
 admin_pid=$!
-stop_admin() {
-  kill "$admin_pid" 2>/dev/null || true
-  wait "$admin_pid" 2>/dev/null || true
+"$VENV/bin/python" scripts/demo_site.py --host "$HOST" --port "$DEMO_PORT" \
+  --chat-url "http://$HOST:$PORT" >/dev/null &
+demo_pid=$!
+stop_background() {
+  kill "$admin_pid" "$demo_pid" 2>/dev/null || true
+  wait "$admin_pid" "$demo_pid" 2>/dev/null || true
 }
-trap stop_admin EXIT
+trap stop_background EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 

@@ -1,6 +1,7 @@
 locals {
   services = toset([
     "artifactregistry.googleapis.com",     # the functions' container images
+    "bigquery.googleapis.com",             # the insights dataset over the events (insights.tf)
     "cloudbuild.googleapis.com",           # builds the function sources
     "cloudfunctions.googleapis.com",       # Cloud Functions gen2
     "cloudresourcemanager.googleapis.com", # project lookups (data.google_project)
@@ -13,10 +14,17 @@ locals {
     "storage.googleapis.com",              # snapshot and source buckets
     "sts.googleapis.com",                  # exchanges the GitHub OIDC token
   ])
+
+  # Only with enable_redis (redis.tf): Memorystore, its VPC and the functions' connector.
+  redis_services = toset([
+    "compute.googleapis.com",
+    "redis.googleapis.com",
+    "vpcaccess.googleapis.com",
+  ])
 }
 
 resource "google_project_service" "enabled" {
-  for_each = local.services
+  for_each = var.enable_redis ? setunion(local.services, local.redis_services) : local.services
 
   project = var.project_id
   service = each.value

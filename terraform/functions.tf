@@ -28,6 +28,7 @@ locals {
     RATE_LIMIT_INFO     = var.rate_limit_info
     RATE_LIMIT_STATS    = var.rate_limit_stats
     RATE_LIMIT_FEEDBACK = var.rate_limit_feedback
+    SOURCE_BASE_URL     = var.source_base_url
   }
 
   admin_settings = {
@@ -37,11 +38,11 @@ locals {
   }
 
   chat_environment = merge(var.extra_environment, {
-    for name, value in merge(local.shared_settings, local.chat_settings) : name => value if value != null
+    for name, value in merge(local.shared_settings, local.chat_settings, local.redis_settings) : name => value if value != null
   })
 
   admin_environment = merge(var.extra_environment, {
-    for name, value in merge(local.shared_settings, local.admin_settings) : name => value if value != null
+    for name, value in merge(local.shared_settings, local.admin_settings, local.redis_settings) : name => value if value != null
   })
 }
 
@@ -91,12 +92,27 @@ resource "google_cloudfunctions2_function" "chat" {
       secret     = google_secret_manager_secret.gemini_api_key.secret_id
       version    = var.gemini_api_key_secret_version
     }
+
+    # With enable_redis (redis.tf): private ranges through the connector, and REDIS_URL.
+    vpc_connector                 = var.enable_redis ? google_vpc_access_connector.redis[0].id : null
+    vpc_connector_egress_settings = var.enable_redis ? "PRIVATE_RANGES_ONLY" : null
+
+    dynamic "secret_environment_variables" {
+      for_each = var.enable_redis ? [1] : []
+      content {
+        key        = "REDIS_URL"
+        project_id = var.project_id
+        secret     = google_secret_manager_secret.redis_url[0].secret_id
+        version    = var.redis_url_secret_version
+      }
+    }
   }
 
   # The deploy checks that the runtime account can read its secret and that the build
   # account can fetch the source and push the image: grant all of that first.
   depends_on = [
     google_secret_manager_secret_iam_member.chat_reads_gemini_api_key,
+    google_secret_manager_secret_iam_member.chat_reads_redis_url,
     google_storage_bucket_iam_member.chat_reads_snapshots,
     google_storage_bucket_iam_member.chat_writes_heartbeats,
     google_project_iam_member.build_writes_logs,
@@ -164,10 +180,25 @@ resource "google_cloudfunctions2_function" "admin" {
       secret     = google_secret_manager_secret.admin_token.secret_id
       version    = var.admin_token_secret_version
     }
+
+    # With enable_redis (redis.tf): private ranges through the connector, and REDIS_URL.
+    vpc_connector                 = var.enable_redis ? google_vpc_access_connector.redis[0].id : null
+    vpc_connector_egress_settings = var.enable_redis ? "PRIVATE_RANGES_ONLY" : null
+
+    dynamic "secret_environment_variables" {
+      for_each = var.enable_redis ? [1] : []
+      content {
+        key        = "REDIS_URL"
+        project_id = var.project_id
+        secret     = google_secret_manager_secret.redis_url[0].secret_id
+        version    = var.redis_url_secret_version
+      }
+    }
   }
 
   depends_on = [
     google_secret_manager_secret_iam_member.admin_reads_admin_token,
+    google_secret_manager_secret_iam_member.admin_reads_redis_url,
     google_storage_bucket_iam_member.admin_reads_snapshots,
     google_storage_bucket_iam_member.admin_writes_control,
     google_project_iam_member.build_writes_logs,

@@ -101,6 +101,8 @@ resource "google_storage_bucket_iam_member" "admin_writes_control" {
 
 # --- indexer -------------------------------------------------------------------------------
 
+# Read access is what makes `indexer run` incremental: it restores the snapshot LATEST names
+# to reuse its unchanged vectors (docs/architecture.md, "Incremental indexing").
 resource "google_storage_bucket_iam_member" "indexer_reads_snapshots" {
   bucket = google_storage_bucket.snapshots.name
   role   = "roles/storage.objectViewer"

@@ -255,6 +255,12 @@ variable "rate_limit_feedback" {
   default     = null
 }
 
+variable "source_base_url" {
+  description = "SOURCE_BASE_URL: where a knowledge document's public page is (this + its path) when it names none itself; null: no link."
+  type        = string
+  default     = null
+}
+
 # --- Settings shared by both functions -----------------------------------------------------
 
 variable "log_level" {
@@ -377,4 +383,62 @@ variable "workload_identity_provider_id" {
   description = "ID of the GitHub OIDC provider inside the pool."
   type        = string
   default     = "github"
+}
+
+# --- Insights (BigQuery over the events) ---------------------------------------------------
+
+variable "insights_reader_members" {
+  description = "IAM members who may query the insights dataset's events table, e.g. [\"group:knowledge@example.com\"] (they also need roles/bigquery.jobUser in a project of theirs)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition = alltrue([
+      for member in var.insights_reader_members :
+      !contains(["allusers", "allauthenticatedusers"], lower(member))
+    ])
+    error_message = "Events hold visitors' questions: allUsers and allAuthenticatedUsers cannot read them."
+  }
+}
+# --- shared state on Redis (redis.tf, docs/deploy.md) ------------------------------------
+
+variable "enable_redis" {
+  description = "Memorystore for Redis for fleet-wide rate limits, answer cache and cache clear. Off: each instance keeps its own."
+  type        = bool
+  default     = false
+}
+
+variable "redis_tier" {
+  description = "BASIC (one node; a failure empties the cache, which the functions survive) or STANDARD_HA."
+  type        = string
+  default     = "BASIC"
+
+  validation {
+    condition     = contains(["BASIC", "STANDARD_HA"], var.redis_tier)
+    error_message = "redis_tier must be BASIC or STANDARD_HA."
+  }
+}
+
+variable "redis_memory_gb" {
+  description = "Memorystore capacity; 1 GB holds hundreds of thousands of cached answers."
+  type        = number
+  default     = 1
+}
+
+variable "redis_connector_cidr" {
+  description = "An unused /28 in the Redis VPC for the Serverless VPC Access connector."
+  type        = string
+  default     = "10.8.0.0/28"
+}
+
+variable "redis_timeout_ms" {
+  description = "REDIS_TIMEOUT_MS: the budget of each Redis call before an instance falls back to its memory."
+  type        = number
+  default     = 50
+}
+
+variable "redis_url_secret_version" {
+  description = "The version of the <name_prefix>-redis-url secret the functions read (pinned, like the others)."
+  type        = string
+  default     = "1"
 }

@@ -1,14 +1,16 @@
-"""Pytest fixtures for the fake Google services; registered in tests/conftest.py."""
+"""Pytest fixtures for the fake Google services and a real Redis (tests/conftest.py loads it)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from harness.fake_gcs import FakeGCSServer
 from harness.fake_gemini import FakeGemini
+from harness.redis import RedisServer, redis_server_missing
 
 
 @pytest.fixture
@@ -34,3 +36,13 @@ def gcs_bucket(fake_gcs: FakeGCSServer, monkeypatch: pytest.MonkeyPatch) -> str:
     for key, value in fake_gcs.env().items():
         monkeypatch.setenv(key, value)
     return name
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh, empty redis-server for one test (skipped, saying why, without the binary)."""
+    missing = redis_server_missing()
+    if missing is not None:
+        pytest.skip(missing)
+    with RedisServer(tmp_path / "redis.log") as server:
+        yield server

@@ -119,8 +119,8 @@ def test_delete_cache_bumps_the_epoch_and_says_how_soon(admin_client, bucket):
     first = call("DELETE", "/cache")
     assert first.status_code == 200
     assert first.get_json() == {
-        "message": "Cache cleared. Every chat instance drops its cached answers within 7 seconds "
-        "of its next request.",
+        "message": "Cache cleared. Every chat instance serves fresh answers from its first "
+        "request once CONTROL_POLL_SECONDS (7 s) have passed since its last check.",
         "epoch": 1,
     }
     assert call("DELETE", "/cache").get_json()["epoch"] == 2

@@ -19,8 +19,25 @@ def test_answers_from_the_knowledge_base_with_sources(chat_client):
     assert body["status"] == "success" and body["cached"] is False
     assert "1,150" in body["response"]
     assert body["sources"][0]["source"] == "pricing.md"
-    assert set(body["sources"][0]) == {"title", "source", "score"}
+    assert set(body["sources"][0]) == {"title", "source", "score", "url"}
     assert body["snapshot"]
+
+
+def test_a_source_links_to_its_own_page_else_to_source_base_url_plus_its_path(chat_client):
+    question = "When was Romega founded and by whom?"
+    # about.html names its page in a canonical link; the press release names none.
+    plain = {s["source"]: s["url"] for s in ask(chat_client(), question).get_json()["sources"]}
+    assert plain["about.html"] == "https://www.romega-solutions.com/about"
+    assert plain["press-release-genai-pilot.txt"] is None
+    rates = ask(chat_client(), "What is your day rate for a senior consultant?").get_json()
+    assert rates["sources"][0]["url"] == "https://www.romega-solutions.com/pricing"  # front matter
+
+    based = chat_client(SOURCE_BASE_URL="https://www.romega-solutions.com/kb")
+    sources = {s["source"]: s["url"] for s in ask(based, question).get_json()["sources"]}
+    assert sources["about.html"] == "https://www.romega-solutions.com/about"
+    assert sources["press-release-genai-pilot.txt"] == (
+        "https://www.romega-solutions.com/kb/press-release-genai-pilot.txt"
+    )
 
 
 def test_health_shows_the_snapshot_and_generator(chat_client, built_snapshot):

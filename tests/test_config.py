@@ -30,11 +30,19 @@ def test_the_listed_variables_are_exactly_the_ones_read():
         ("IPV6_PREFIX_LENGTH", "129"),
         ("IPV6_PREFIX_LENGTH", "/64"),
         ("ADMIN_TOKEN", "shorter-than-32-characters"),
+        ("SOURCE_BASE_URL", "javascript:alert(1)//"),
+        ("SOURCE_BASE_URL", "www.romega-solutions.com/knowledge"),
     ],
 )
 def test_a_bad_value_names_its_variable(name, value):
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})
+
+
+def test_source_base_url_is_an_http_url_or_unset():
+    assert Settings.from_env({}).source_base_url is None
+    given = Settings.from_env({"SOURCE_BASE_URL": "https://www.romega-solutions.com/kb/"})
+    assert given.source_base_url == "https://www.romega-solutions.com/kb/"
 
 
 def test_cloud_defaults_follow_k_service():

@@ -71,3 +71,31 @@ def test_sample_knowledge_base_is_substantial_and_clean():
     text = " ".join(c.text for c in chunks)
     assert "DO_NOT_INDEX" not in text  # the sentinels in about.html's script/style/nav
     assert len({c.id for c in chunks}) == len(chunks)
+
+
+def test_markdown_front_matter_names_the_public_page_and_is_not_indexed():
+    md = (
+        "---\nurl: https://www.romega-solutions.com/pricing\nowner: sales\n---\n"
+        "# Pricing\nSenior consultants cost EUR 1,150 per day.\n"
+    )
+    (chunk,) = chunk_document("pricing.md", md)
+    assert chunk.url == "https://www.romega-solutions.com/pricing"
+    assert chunk.metadata()["url"] == chunk.url
+    assert chunk.title == "Pricing" and "owner" not in chunk.text
+
+
+def test_html_canonical_link_names_the_public_page():
+    html = (
+        '<html><head><title>About</title><link rel="canonical" '
+        'href="https://www.romega-solutions.com/about"></head>'
+        "<body><main><h1>About</h1><p>We are a consultancy in Rotterdam.</p></main></body></html>"
+    )
+    (chunk,) = chunk_document("about.html", html)
+    assert chunk.url == "https://www.romega-solutions.com/about"
+
+
+def test_only_http_urls_are_kept_and_a_document_without_one_has_no_url_metadata():
+    hostile = "---\nurl: javascript:alert(1)\n---\n# Pricing\nSenior consultants cost a lot.\n"
+    (chunk,) = chunk_document("pricing.md", hostile)
+    assert chunk.url == ""
+    assert "url" not in chunk.metadata()  # the metadata of such a document is unchanged

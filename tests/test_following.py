@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 
@@ -152,3 +153,16 @@ def test_a_cold_start_without_storage_gives_up_after_bounded_retries_then_recove
     follower.ensure_ready()
     with server.lease() as live:
         assert live.version == read_latest(bucket).version
+
+
+def test_after_a_clear_an_idle_instance_checks_the_epoch_before_serving(chat_client, admin_app):
+    """The first request once CONTROL_POLL_SECONDS have passed is fresh, not the old answer
+    (a check after serving, in the background, would serve it one more time)."""
+    chat = chat_client(CONTROL_POLL_SECONDS="1")
+    admin = admin_app(ADMIN_TOKEN="t" * 40).test_client()
+    assert chat.post("/chat", json={"message": QUESTION}).get_json()["cached"] is False
+    assert chat.post("/chat", json={"message": QUESTION}).get_json()["cached"] is True
+    cleared = admin.delete("/cache", headers={"X-Admin-Token": "t" * 40})
+    assert cleared.status_code == 200
+    time.sleep(1.1)  # the instance is idle for CONTROL_POLL_SECONDS
+    assert chat.post("/chat", json={"message": QUESTION}).get_json()["cached"] is False

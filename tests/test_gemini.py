@@ -269,10 +269,10 @@ def test_embedder_batches_normalises_and_retries(fake_gemini: FakeGemini) -> Non
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
     sizes = [len(r.body["requests"]) for r in fake_gemini.calls("batchEmbedContents")]
     assert sizes == [100, 100, 100, 50]  # the first batch twice: one 503, then success
-    assert embedder.model_id == "text-embedding-004"
+    assert embedder.model_id == "gemini-embedding-001"
     assert embedder.fingerprint() == {
         "backend": "gemini",
-        "model": "text-embedding-004",
+        "model": "gemini-embedding-001",
         "sha256": None,
         "dimension": 768,
     }

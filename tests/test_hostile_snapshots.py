@@ -431,6 +431,10 @@ def test_the_servers_caps_are_injectable_and_a_refusal_leaves_no_directory(
         ({"embedding__dimension": 0}, "embedding.dimension must be an integer >= 1"),
         ({"sources": ["a.md", 3]}, "sources must be a list of strings"),
         ({"chromadb": 1.5}, "chromadb must be str"),
+        ({"chunk_hashes": "chunk-hashes.json"}, "chunk_hashes must be dict or null"),
+        ({"chunk_hashes__file": "../../etc/passwd"}, "is not a plain file name"),
+        ({"chunk_hashes__sha256": "x" * 64}, "chunk_hashes.sha256 must be 64 lowercase hex"),
+        ({"chunk_hashes__count": -1}, "chunk_hashes.count must be an integer >= 0"),
     ],
 )
 def test_every_manifest_field_is_checked_for_its_type(built_snapshot, changes, message):

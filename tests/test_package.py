@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import urllib.request
 import zipfile
 
 import pytest
@@ -38,8 +40,32 @@ def test_zips_hold_main_chatbot_requirements_and_the_model(packaged):
         assert not any(
             "__pycache__" in n or n.startswith(("tests/", "indexer/", "harness/")) for n in names
         )
-    assert {"chatbot/model/model.onnx", "chatbot/model/tokenizer.json"} <= chat
-    assert not any(n.startswith("chatbot/model/") for n in admin)
+    model = {"chatbot/model/model.onnx", "chatbot/model/tokenizer.json"}
+    assert model <= chat and model <= admin  # the admin embeds questions for GET /insights
+    assert "widget/widget.js" in chat and not any(n.startswith("widget/") for n in admin)
+    assert "chatbot/insights/templates/report.html.j2" in admin
+
+
+def test_only_the_admin_function_installs_duckdb(packaged):
+    """DuckDB serves GET /insights; the public chat function never installs or imports it."""
+    pins = {}
+    for name in ("chat", "admin"):
+        with zipfile.ZipFile(packaged / f"{name}.zip") as zf:
+            text = zf.read("requirements.txt").decode()
+        pins[name] = {line.split("==")[0] for line in text.splitlines() if "==" in line}
+    assert pins["admin"] - pins["chat"] == {"duckdb", "jinja2"}
+    blocked = "import sys; sys.modules['duckdb'] = None; import main"
+    src = unpack(packaged / "chat.zip", packaged / "chat-import")
+    env = {**os.environ, "PYTHONPATH": ""}  # the zip's own chatbot/, not the repository's
+    run = subprocess.run(
+        [sys.executable, "-c", blocked],
+        cwd=src,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
 
 
 def test_function_zips_ship_no_indexer_dependencies(packaged):
@@ -74,6 +100,8 @@ def test_the_unpacked_chat_zip_serves_on_its_own(packaged, bucket, tmp_path):
         assert health["status"] == "healthy" and health["snapshot"]["chunks"] > 50
         status, body, _ = request("POST", f"{proc.url}/chat", {"message": "Who founded Romega?"})
         assert status == 200 and body["sources"]
+        with urllib.request.urlopen(f"{proc.url}/widget.js", timeout=30) as widget:
+            assert widget.read() == (ROOT / "widget" / "widget.js").read_bytes()
         assert str(ROOT) not in proc.log()  # nothing was imported from the repository
 
 

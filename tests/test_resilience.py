@@ -19,7 +19,7 @@ from chatbot.answering.service import ChatService
 from chatbot.bucket.publishing import BuiltSnapshot, publish
 from chatbot.config import Settings
 from chatbot.errors import FRIENDLY_GENERATION_ERROR
-from harness.processes import ROOT, child_env, free_port
+from harness.processes import ROOT, child_env, free_port, request
 
 QUESTION = "What services do you offer?"
 
@@ -206,16 +206,17 @@ def _raw_request(port: int, data: bytes, timeout: float = 10.0) -> tuple[bytes, 
 
 @pytest.fixture
 def local_servers(tmp_path):
-    """``make run``'s scripts/run-local.sh as a real process: (chat port, admin port)."""
-    chat_port, admin_port = free_port(), free_port()
+    """``make run``'s scripts/run-local.sh as a real process: (chat, admin, log, demo port)."""
+    chat_port, admin_port, demo_port = free_port(), free_port(), free_port()
     env = child_env(
         PORT=chat_port,
         ADMIN_PORT=admin_port,
+        DEMO_PORT=demo_port,
         VENV=Path(sys.executable).parent.parent,
         SNAPSHOT_URI=tmp_path / "bucket",  # empty: /health answers 503 at once
         ADMIN_TOKEN=secrets.token_urlsafe(24),
     )
-    for name in ("GUNICORN_CMD_ARGS", "HOST"):  # the script's own defaults
+    for name in ("GUNICORN_CMD_ARGS", "HOST", "ALLOWED_ORIGINS"):  # the script's own defaults
         env.pop(name, None)
     log_path = tmp_path / "run-local.log"
     with open(log_path, "wb") as log:
@@ -230,7 +231,7 @@ def local_servers(tmp_path):
         )
     try:
         deadline = time.monotonic() + 60
-        for port in (chat_port, admin_port):
+        for port in (chat_port, admin_port, demo_port):
             while True:
                 assert proc.poll() is None, log_path.read_text()
                 try:
@@ -241,7 +242,7 @@ def local_servers(tmp_path):
                     pass
                 assert time.monotonic() < deadline, log_path.read_text()
                 time.sleep(0.1)
-        yield chat_port, admin_port, log_path
+        yield chat_port, admin_port, log_path, demo_port
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -254,7 +255,7 @@ def local_servers(tmp_path):
 def test_make_run_refuses_huge_request_lines_and_headers_at_once(local_servers):
     """The functions-framework CLI reads any request line (a 64 MB URL took 310 s);
     make run's servers refuse one over 8 KiB with 414, and an oversized header with 431."""
-    chat_port, admin_port, log_path = local_servers
+    chat_port, admin_port, log_path, _ = local_servers
     for port in (chat_port, admin_port):
         for size in (64 * 1024, 8 * 1024 * 1024):
             line = b"GET /health?q=" + b"a" * size + b" HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -272,3 +273,17 @@ def test_make_run_refuses_huge_request_lines_and_headers_at_once(local_servers):
     printed = log_path.read_text()
     assert f"chat:  http://127.0.0.1:{chat_port}" in printed
     assert f"admin: http://127.0.0.1:{admin_port}" in printed
+
+
+def test_make_run_serves_the_demo_page_with_the_widget_cross_origin(local_servers):
+    """The demo company page's widget tag points at the chat port, whose CORS allows it."""
+    chat_port, _, log_path, demo_port = local_servers
+    demo = f"http://127.0.0.1:{demo_port}"
+    assert f"demo:  {demo}" in log_path.read_text()
+    status, body, headers = request("GET", f"{demo}/")
+    page = body["_raw"]
+    assert status == 200 and "Romega Solutions" in page
+    assert f'<script src="http://127.0.0.1:{chat_port}/widget.js" async' in page
+    assert f"connect-src http://127.0.0.1:{chat_port};" in headers["Content-Security-Policy"]
+    _, _, chat_headers = request("GET", f"http://127.0.0.1:{chat_port}/", headers={"Origin": demo})
+    assert chat_headers["Access-Control-Allow-Origin"] == demo

@@ -246,7 +246,11 @@ def test_each_component_has_its_own_service_account(tf: Config) -> None:
 
 def test_secret_values_never_enter_terraform(tf: Config) -> None:
     """Secrets are declared, but their versions are added outside terraform (not in state)."""
-    assert set(tf.of_type("google_secret_manager_secret")) == {"gemini_api_key", "admin_token"}
+    assert set(tf.of_type("google_secret_manager_secret")) == {
+        "gemini_api_key",
+        "admin_token",
+        "redis_url",
+    }
     assert not tf.of_type("google_secret_manager_secret_version")
 
 
@@ -282,10 +286,68 @@ def test_each_secret_is_readable_by_exactly_its_function(tf: Config) -> None:
             "${google_secret_manager_secret.admin_token.secret_id}",
             "${google_service_account.admin.member}",
         ),
+        # REDIS_URL (enable_redis): chat for limits and cache, admin to clear at once.
+        (
+            "${google_secret_manager_secret.redis_url[0].secret_id}",
+            "${google_service_account.chat.member}",
+        ),
+        (
+            "${google_secret_manager_secret.redis_url[0].secret_id}",
+            "${google_service_account.admin.member}",
+        ),
     }
     for rtype, name, body in tf.all_resources():
         if rtype.startswith("google_project_iam"):
             assert "secretmanager" not in body.get("role", ""), f"{rtype}.{name}"
+
+
+# --- shared state on Redis -----------------------------------------------------------------
+
+REDIS_RESOURCES = {
+    ("google_compute_network", "redis"),
+    ("google_compute_firewall", "redis_deny_ingress"),
+    ("google_vpc_access_connector", "redis"),
+    ("google_redis_instance", "cache"),
+    ("google_secret_manager_secret", "redis_url"),
+    ("google_secret_manager_secret_iam_member", "chat_reads_redis_url"),
+    ("google_secret_manager_secret_iam_member", "admin_reads_redis_url"),
+}
+
+
+def test_redis_is_off_by_default_and_every_part_of_it_follows_the_switch(tf: Config) -> None:
+    """enable_redis=false (the default) creates nothing of it and sets no REDIS_* variable."""
+    assert tf.resolve("${var.enable_redis}") is False
+    for rtype, name in REDIS_RESOURCES:
+        count = tf.resource(rtype, name).get("count")
+        assert count == "${var.enable_redis ? 1 : 0}", f"{rtype}.{name}: count={count!r}"
+    assert tf.locals["redis_settings"].startswith("${var.enable_redis ?")
+
+
+def test_memorystore_has_auth_and_tls_and_a_private_network(tf: Config) -> None:
+    """AUTH on, in-transit encryption with server authentication, on its own VPC."""
+    redis = tf.resource("google_redis_instance", "cache")
+    assert redis["auth_enabled"] is True
+    assert redis["transit_encryption_mode"] == "SERVER_AUTHENTICATION"
+    assert redis["authorized_network"] == "${google_compute_network.redis[0].id}"
+    connector = tf.resource("google_vpc_access_connector", "redis")
+    assert connector["network"] == "${google_compute_network.redis[0].name}"
+
+
+def test_both_functions_reach_redis_through_the_connector_with_the_url_as_a_secret(
+    tf: Config,
+) -> None:
+    """The connector carries private ranges only; REDIS_URL is a pinned secret version."""
+    for function in ("chat", "admin"):
+        service = _block(tf.resource("google_cloudfunctions2_function", function), "service_config")
+        assert "google_vpc_access_connector.redis[0].id" in service["vpc_connector"]
+        assert '"PRIVATE_RANGES_ONLY"' in service["vpc_connector_egress_settings"]
+        (dynamic,) = service["dynamic"]
+        content = _block(dynamic["secret_environment_variables"], "content")
+        assert content["key"] == "REDIS_URL"
+        assert content["secret"] == "${google_secret_manager_secret.redis_url[0].secret_id}"
+        version = tf.resolve(content["version"])
+        assert re.fullmatch(r"[1-9][0-9]*", version), version
+        assert "REDIS_URL" not in repr(service.get("environment_variables"))
 
 
 # --- storage -------------------------------------------------------------------------------
@@ -317,6 +379,30 @@ def test_snapshot_bucket_keeps_bounded_history(tf: Config) -> None:
     ]
     assert [c["age"] for c in events if "age" in c] == ["${var.events_retention_days}"]
     assert [c["days_since_noncurrent_time"] for c in events if "age" not in c] == [1]
+
+
+def test_insights_table_reads_the_events_prefix_with_the_reports_schema(tf: Config) -> None:
+    """BigQuery's external table is an explicit schema over <prefix>/events/*, holding the
+    fields the DuckDB report reads; only the listed readers get it, and only those files."""
+    from chatbot.insights.query import COLUMNS
+
+    table = tf.resource("google_bigquery_table", "events")
+    external = _block(table, "external_data_configuration")
+    assert external["source_format"] == "NEWLINE_DELIMITED_JSON" and external["autodetect"] is False
+    assert [tf.resolve(uri) for uri in external["source_uris"]] == [
+        "${local.snapshot_uri}/events/*"
+    ]
+    fields = {field["name"]: field for field in tf.locals["events_schema"]}
+    assert set(COLUMNS) <= set(fields)
+    assert [f["name"] for f in fields["sources"]["fields"]] == ["source", "score"]
+    assert fields["sources"]["mode"] == "REPEATED"
+    viewers = tf.resource("google_bigquery_dataset_iam_member", "insights_readers")
+    assert viewers["role"] == "roles/bigquery.dataViewer"
+    assert viewers["for_each"] == "${toset(var.insights_reader_members)}"
+    files = tf.resource("google_storage_bucket_iam_member", "insights_readers_read_events")
+    assert files["role"] == "roles/storage.objectViewer"
+    assert "/events/" in _block(files, "condition")["expression"]
+    assert tf.variables["insights_reader_members"]["default"] == []
 
 
 def test_function_sources_are_content_addressed(tf: Config) -> None:

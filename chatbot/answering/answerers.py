@@ -94,7 +94,7 @@ def sources_of(passages: list[Passage]) -> list[dict]:
         if p.source not in best or p.score > best[p.source].score:
             best[p.source] = p
     return [
-        {"title": p.title, "source": p.source, "score": round(p.score, 4)}
+        {"title": p.title, "source": p.source, "score": round(p.score, 4), "url": p.url or None}
         for p in sorted(best.values(), key=lambda p: -p.score)
     ]
 

@@ -1,9 +1,18 @@
-"""The per-instance answer cache: a TTLCache behind a lock, with single-flight misses.
+"""The answer cache: a TTLCache behind a lock, with single-flight misses; shared in Redis
+when REDIS_URL is set.
 
 Keys are md5 of the normalised question, scoped by snapshot version and cache epoch, so a
 new snapshot or an admin "clear" never serves an old answer. When several threads miss on
 the same key at once, one computes and the others wait for its answer: one Gemini call.
 That holds for ``use_cache=False`` requests too: they skip the stored answer, not the flight.
+
+With ``shared`` (chatbot/shared_state/answers.py) stored answers come from Redis while it
+answers, and identical misses on different instances share one flight too: the instance
+whose thread leads here claims the fleet's flight, or waits for the answer another instance
+is computing (followers on the same instance follow it as above). Answers are also kept in
+this instance's memory, which serves them only while Redis is unreachable; that is safe
+after a clear because keys carry the epoch, which never goes back (chatbot/answering/
+service.py).
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from typing import Any
 from cachetools import Cache, TTLCache
 
 from chatbot.errors import GenerationUnavailable
+from chatbot.shared_state import SharedAnswers, SharedStateDown
 
 __all__ = ["AnswerCache", "Flight", "cache_key", "normalize"]
 
@@ -49,6 +59,7 @@ class Flight:
         self.done = False
         self.value: Any = None
         self.error: BaseException | None = None
+        self.fleet_token: str | None = None  # the fleet's flight lock, when this one holds it
 
     def start(self, head: Any) -> None:
         """What followers learn before any chunk (e.g. the sources)."""
@@ -127,10 +138,13 @@ class AnswerCache:
         max_entries: int,
         timer: Callable[[], float] = time.monotonic,
         patience: float | None = None,
+        shared: SharedAnswers | None = None,
     ) -> None:
-        """``patience``: the longest a follower waits for its leader before giving up."""
+        """``patience``: the longest a follower waits for its leader before giving up;
+        ``shared``: the fleet's cache in Redis."""
         self.ttl = ttl
         self.patience = patience
+        self.shared = shared
         self._cache: TTLCache = TTLCache(maxsize=max_entries, ttl=ttl, timer=timer)
         self._lock = threading.Lock()
         self._flights: dict[str, Flight] = {}
@@ -148,7 +162,7 @@ class AnswerCache:
         a stored answer first, if there is one.
         """
         with self._lock:
-            if use_cache and key in self._cache:
+            if use_cache and not self._fleet_up() and key in self._cache:
                 self.hits += 1
                 return self._cache[key], None, False
             flight = self._flights.get(key)
@@ -156,19 +170,70 @@ class AnswerCache:
                 self.hits += 1
                 return None, flight, False
             flight = self._flights[key] = Flight()
-            self.misses += 1
-            return None, flight, True
+        value = self._from_fleet(key, flight, use_cache)
+        with self._lock:
+            if value is None:
+                self.misses += 1
+                return None, flight, True
+            self.hits += 1
+            self._cache[key] = value
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+        flight._end(value, None)
+        return value, None, False
+
+    def _fleet_up(self) -> bool:
+        return self.shared is not None and self.shared.link.up
+
+    def _from_fleet(self, key: str, flight: Flight, use_cache: bool) -> Any:
+        """The fleet's answer for ``key``: stored, or computed meanwhile by another instance.
+
+        None when this instance is to compute it, holding the fleet's flight (its token on
+        ``flight``) unless Redis failed or the wait ran out. A ``use_cache=False`` request
+        waits for nobody: it computes, leading the fleet's flight if it is free.
+        """
+        if self.shared is None:
+            return None
+        patience = self.patience if self.patience is not None else float(self.ttl)
+        try:
+            if use_cache and (value := self.shared.lookup(key)) is not None:
+                return value
+            flight.fleet_token = self.shared.claim(key, patience)
+            if flight.fleet_token is not None or not use_cache:
+                return None
+            value = self.shared.wait(key, patience)
+            if value is None:  # its leader failed or vanished: lead, if nobody else does now
+                flight.fleet_token = self.shared.claim(key, patience)
+            return value
+        except SharedStateDown:  # Redis just failed: this instance's own answer, if it has one
+            if not use_cache:
+                return None
+            with self._lock:
+                return self._cache.get(key)
 
     def end(
         self, key: str, flight: Flight, value: Any = None, error: BaseException | None = None
     ) -> None:
         """Settle a flight this caller leads: store ``value`` unless it failed with ``error``."""
+        self._end_fleet(key, flight, value, error)
         with self._lock:
             if error is None:
                 self._cache[key] = value
             if self._flights.get(key) is flight:
                 del self._flights[key]
         flight._end(value, error)
+
+    def _end_fleet(self, key: str, flight: Flight, value: Any, error: BaseException | None) -> None:
+        """Store the answer in Redis (or just end the fleet's flight if it failed)."""
+        if self.shared is None:
+            return
+        try:
+            if error is None:
+                self.shared.store(key, value, flight.fleet_token)
+            else:
+                self.shared.abandon(key, flight.fleet_token)
+        except SharedStateDown:
+            pass  # the flight lock expires by itself; the answer stays in this instance
 
     def follow(self, key: str, flight: Flight) -> Iterator[tuple[str, Any]]:
         """``flight.follow()``, given up after ``patience`` (see ``_abandon``)."""

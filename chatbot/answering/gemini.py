@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from chatbot.answering.pacing import Pacer
 from chatbot.answering.retry import RetryPolicy, status_label
 from chatbot.config import Settings
 from chatbot.errors import ConfigError, GenerationRejected, GenerationUnavailable
@@ -29,9 +30,14 @@ logger = logging.getLogger(__name__)
 
 TEMPERATURE = 0.2
 MAX_OUTPUT_TOKENS = 1024
-EMBEDDING_MODEL = "text-embedding-004"
+EMBEDDING_MODEL = "gemini-embedding-001"  # the successor of the deprecated text-embedding-004
 EMBEDDING_DIMENSION = 768
 EMBEDDING_BATCH = 100  # the most texts batchEmbedContents takes in one request
+# The indexer embeds thousands of chunks: it waits out quota errors (the server's retryDelay
+# is up to a minute) that a visitor's question must not wait for.
+INDEXING_MAX_RETRIES = 10
+INDEXING_DEADLINE_SECONDS = 900.0
+CHARS_PER_TOKEN = 4  # Gemini's rule of thumb, for pacing by tokens before sending
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,7 +235,11 @@ def _empty_reason(response: object) -> str:
 
 
 class GeminiEmbedder:
-    """Embeds texts with a Gemini embedding model (EMBEDDING_BACKEND=gemini)."""
+    """Embeds texts with a Gemini embedding model (EMBEDDING_BACKEND=gemini).
+
+    Texts go EMBEDDING_BATCH to a request (batchEmbedContents), each request through the
+    retry policy; ``for_indexing`` adds pacing and a patient policy for whole builds.
+    """
 
     def __init__(
         self,
@@ -239,11 +249,28 @@ class GeminiEmbedder:
         dimension: int = EMBEDDING_DIMENSION,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        pacer: Pacer | None = None,
     ) -> None:
         self.model_id = model
         self.dimension = dimension
         self._client = _client(settings)
         self._policy = RetryPolicy(settings, sleep=sleep, clock=clock, name="Gemini embedding")
+        self._pacer = pacer
+        self.requests = 0  # batch requests that succeeded
+
+    @classmethod
+    def for_indexing(cls, settings: Settings, **kwargs: object) -> GeminiEmbedder:
+        """The indexer's embedder: paced by EMBEDDING_REQUEST_RATE / EMBEDDING_TOKEN_RATE,
+        and retrying quota errors for up to INDEXING_MAX_RETRIES waits per request."""
+        patient = dataclasses.replace(
+            settings,
+            max_retries=max(settings.max_retries, INDEXING_MAX_RETRIES),
+            generation_deadline_seconds=max(
+                settings.generation_deadline_seconds, INDEXING_DEADLINE_SECONDS
+            ),
+        )
+        pacer = Pacer(settings.embedding_request_rate, settings.embedding_token_rate)
+        return cls(patient, pacer=pacer, **kwargs)  # type: ignore[arg-type]
 
     def fingerprint(self) -> dict:
         """What the manifest records; a hosted model has no weights file, so no sha256."""
@@ -255,37 +282,53 @@ class GeminiEmbedder:
         }
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        """Return an (n, dimension) float32 array of L2-normalised embeddings."""
+        """Return an (n, dimension) float32 array of L2-normalised embeddings.
+
+        A reply with another number of vectors, another dimension or a non-finite value is
+        GenerationUnavailable: nothing half-embedded reaches a snapshot.
+        """
+        import numpy as np
+
+        batches: list[np.ndarray] = [np.zeros((0, self.dimension), dtype=np.float32)]
+        for start in range(0, len(texts), EMBEDDING_BATCH):
+            batches.append(self._embed_batch(texts[start : start + EMBEDDING_BATCH]))
+        vectors = np.concatenate(batches)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-12)
+
+    def _embed_batch(self, batch: list[str]) -> np.ndarray:
+        """One batchEmbedContents request (paced, retried), its reply checked for shape."""
         import numpy as np
         from google.genai import types
 
         client = self._client.get()
-        batches: list[np.ndarray] = [np.zeros((0, self.dimension), dtype=np.float32)]
-        for start in range(0, len(texts), EMBEDDING_BATCH):
-            batch = texts[start : start + EMBEDDING_BATCH]
 
-            def call(timeout: float, batch: list[str] = batch) -> list[list[float]]:
-                response = client.models.embed_content(
-                    model=self.model_id,
-                    contents=batch,
-                    config=types.EmbedContentConfig(
-                        output_dimensionality=self.dimension,
-                        http_options=types.HttpOptions(timeout=_milliseconds(timeout)),
-                    ),
-                )
-                return [list(e.values or []) for e in response.embeddings or []]
+        def call(timeout: float) -> list[list[float]]:
+            if self._pacer is not None:
+                self._pacer.wait(sum(len(t) for t in batch) // CHARS_PER_TOKEN + len(batch))
+            response = client.models.embed_content(
+                model=self.model_id,
+                contents=batch,
+                config=types.EmbedContentConfig(
+                    output_dimensionality=self.dimension,
+                    http_options=types.HttpOptions(timeout=_milliseconds(timeout)),
+                ),
+            )
+            return [list(e.values or []) for e in response.embeddings or []]
 
-            vectors, _, _ = self._policy.run(call)
-            array = np.asarray(vectors, dtype=np.float32)
-            if array.shape != (len(batch), self.dimension):
-                raise GenerationUnavailable(
-                    detail=f"Gemini embeddings came back with shape {array.shape}, "
-                    f"expected {(len(batch), self.dimension)}"
-                )
-            batches.append(array)
-        vectors = np.concatenate(batches)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return vectors / np.maximum(norms, 1e-12)
+        vectors, _, _ = self._policy.run(call)
+        self.requests += 1
+        expected = (len(batch), self.dimension)
+        shapes = {len(v) for v in vectors}
+        if len(vectors) != len(batch) or shapes != {self.dimension}:
+            raise GenerationUnavailable(
+                detail=f"Gemini embeddings came back as {len(vectors)} vectors of "
+                f"{sorted(shapes)} dimensions, expected {expected[0]} of {expected[1]}"
+            )
+        array = np.asarray(vectors, dtype=np.float32)
+        if not np.isfinite(array).all():
+            raise GenerationUnavailable(detail="Gemini embeddings hold non-finite values")
+        return array
 
     def close(self) -> None:
         """Release the HTTP client."""

@@ -7,9 +7,11 @@ both sides open Chroma with the same settings.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -32,6 +34,13 @@ class Passage:
     title: str
     heading: str
     score: float
+    url: str = ""  # the document's public page, when it names one (front matter, canonical)
+
+    def with_public_url(self, base_url: str | None) -> Passage:
+        """This passage with ``url`` set: its own, else ``base_url`` + its path, else empty."""
+        if self.url or not base_url:
+            return self
+        return dataclasses.replace(self, url=f"{base_url.rstrip('/')}/{quote(self.source)}")
 
 
 def open_client(path: Path):
@@ -109,9 +118,17 @@ class KnowledgeIndex:
                     title=str(meta.get("title", "")),
                     heading=str(meta.get("heading", "")),
                     score=round(1.0 - float(distance), 4),
+                    url=str(meta.get("url", "")),
                 )
             )
         return passages
+
+    def documents(self) -> dict[str, str]:
+        """Every document the snapshot holds: its source path and title (for insights)."""
+        with self._lock:
+            metadatas = self._collection.get(include=["metadatas"])["metadatas"] or []
+        found = ((str(m.get("source", "")), str(m.get("title", ""))) for m in metadatas if m)
+        return dict(sorted(found))
 
     def close(self) -> None:
         """Release chroma's handles on the directory so it can be deleted."""

@@ -20,6 +20,7 @@ one module so the two cannot drift apart.)
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import threading
 import time
@@ -54,6 +55,7 @@ from chatbot.errors import (
     SnapshotUnavailable,
 )
 from chatbot.logs import annotate, truncate
+from chatbot.shared_state import RedisLink, SharedAnswers, SharedStateDown
 
 __all__ = ["ChatResult", "ChatService", "Event"]
 # The name the log format's example in docs/architecture.md shows ("chatbot.service - INFO -
@@ -82,6 +84,14 @@ class _Asked:
     standalone: Standalone
     history: tuple[Turn, ...]
     started: float
+
+
+def _encode_answer(answer: Answer) -> str:
+    return json.dumps(dataclasses.asdict(answer))
+
+
+def _decode_answer(raw: bytes) -> Answer:
+    return Answer(**json.loads(raw))
 
 
 def default_generator(settings: Settings) -> Generator:
@@ -122,8 +132,17 @@ class ChatService:
         events: EventLog | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        shared: RedisLink | None = None,
     ) -> None:
+        """``shared``: the instance's link to REDIS_URL (the router's limits use it too)."""
         self.settings = settings
+        self.shared = shared
+        self.fleet = (
+            SharedAnswers(shared, settings.cache_ttl, encode=_encode_answer, decode=_decode_answer)
+            if shared is not None
+            else None
+        )
+        self._epoch_seen = 0
         storage = storage or open_storage(
             settings.snapshot_uri, retry_deadline=STORAGE_RETRY_SECONDS
         )
@@ -134,6 +153,7 @@ class ChatService:
             timer=clock,
             # A follower waits as long as a leader may take, and a little more.
             patience=settings.generation_deadline_seconds + FOLLOW_MARGIN_SECONDS,
+            shared=self.fleet,
         )
         self.generator = generator or default_generator(settings)
         self.condenser = condenser or default_condenser(settings)
@@ -171,11 +191,12 @@ class ChatService:
 
     @contextmanager
     def lease(self) -> Iterator[LiveSnapshot]:
-        """The live snapshot for one request (restored first on a cold start)."""
+        """The live snapshot for one request (restored first on a cold start), after the
+        control check that is due (bucket/following.py), so a fleet clear reaches it."""
         self._ready()
+        self.follower.maybe_poll()
         with self.snapshots.lease() as live:
             yield live
-        self.follower.maybe_poll()
 
     # -- asking ---------------------------------------------------------------------------
 
@@ -194,7 +215,24 @@ class ChatService:
         """The cache key, for a history-free question only."""
         if asked.history:
             return None
-        return cache_key(asked.message, live.version, self.follower.epoch)
+        return cache_key(asked.message, live.version, self._epoch())
+
+    def _epoch(self) -> int:
+        """The cache epoch: the highest of Redis's (read now), the bucket's and any seen before.
+
+        The admin's clear raises both; the bucket's is read on the request path once
+        CONTROL_POLL_SECONDS have passed. Never going back keeps this instance's own answers
+        (served while Redis is down) from coming back after a clear, even when Redis
+        restarts empty or the admin has no REDIS_URL.
+        """
+        fleet = 0
+        if self.fleet is not None:
+            try:
+                fleet = self.fleet.epoch()
+            except SharedStateDown:
+                pass
+        self._epoch_seen = max(self._epoch_seen, fleet, self.follower.epoch)
+        return self._epoch_seen
 
     def _retrieve(self, asked: _Asked, live: LiveSnapshot) -> list[Passage]:
         """The passages relevant to the standalone question (none: the bot does not know)."""
@@ -203,7 +241,10 @@ class ChatService:
         t1 = time.perf_counter()
         passages = live.index.query(vector, self.settings.top_k)
         annotate(embed_ms=(t1 - t0) * 1000, retrieval_ms=(time.perf_counter() - t1) * 1000)
-        relevant = [p for p in passages if p.score >= self.settings.min_relevance]
+        base_url = self.settings.source_base_url
+        relevant = [
+            p.with_public_url(base_url) for p in passages if p.score >= self.settings.min_relevance
+        ]
         if not relevant:
             logger.info(
                 "No passage above relevance %.2f: not calling the answerer",
@@ -242,7 +283,9 @@ class ChatService:
             self.events.record("dont_know", **common)
             return
         sources = [{"source": s["source"], "score": s["score"]} for s in answer.sources]
-        self.events.record("answer", **common, sources=sources, generator=answer.generator)
+        self.events.record(
+            "answer", **common, sources=sources, generator=answer.generator, answer=answer.text
+        )
 
     # -- answering ------------------------------------------------------------------------
 
@@ -391,9 +434,13 @@ class ChatService:
             ready, message = False, SnapshotUnavailable.PUBLIC
         else:
             ready, message = True, "Romega Chatbot is ready"
+        degraded = ready and self.shared is not None and not self.shared.check()
+        if degraded:
+            message = "Romega Chatbot is ready; shared state (Redis) is unreachable, so rate "
+            message += "limits and cache are this instance's own until it is back"
         served = self.snapshots.status()
         body = {
-            "status": "healthy" if ready else "unhealthy",
+            "status": ("degraded" if degraded else "healthy") if ready else "unhealthy",
             "message": message,
             "cache_size": len(self.cache),
             "snapshot": {

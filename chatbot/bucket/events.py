@@ -8,7 +8,7 @@ per batch, under the store's prefix (keys from ``layout.events_key``)::
 one JSON object a line, each ``{"type": ..., "time": <ISO-8601 UTC>, ...fields}``:
 
     answer      answer_id, question, standalone_question, sources [{..., score}], generator,
-                cached, latency_ms
+                cached, latency_ms, answer (its text, for insights on down-rated answers)
     dont_know   question
     feedback    answer_id, rating ("up" | "down"), comment (optional)
 

@@ -3,14 +3,16 @@
 On the first request the instance restores LATEST (bounded retries; a failure is a 503, its
 reason logged and reported in the heartbeat, and retried by later requests after a short
 backoff; a refused version is not restored again, so a bad snapshot costs one restore, not
-one per request). Afterwards, at most every CONTROL_POLL_SECONDS, a background thread
-started by a request reads the cache epoch and LATEST and has the ``SnapshotServer`` load a
-new version; at most every HEARTBEAT_SECONDS it writes this instance's heartbeat. None of
-it blocks or fails a visitor: a storage error during a poll is logged and the next poll
-tries again.
+one per request). Afterwards, the first request after CONTROL_POLL_SECONDS reads the cache
+epoch and LATEST's name before it is served (two small reads, waited for at most
+CHECK_BUDGET_SECONDS), so a fleet-wide cache clear reaches that very request; loading a new
+version and writing this instance's heartbeat (at most every HEARTBEAT_SECONDS) happen
+afterwards in the same background thread, off the visitor's path. A storage error during a
+check is logged and the next check tries again; it never fails a visitor.
 
-Polls are started by requests, not by a timer: Cloud Functions gives an instance CPU only
-while it serves, so an idle instance catches up on its next request.
+Checks are made by requests, not by a timer: Cloud Functions gives an instance CPU only
+while it serves, so an idle instance catches up on its next request (a background poll
+would run only after that request was served from the old cache).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from chatbot.logs import truncate
 
 __all__ = [
     "COLD_START_ATTEMPTS",
+    "CHECK_BUDGET_SECONDS",
     "COLD_START_BACKOFF",
     "STORAGE_RETRY_SECONDS",
     "BucketFollower",
@@ -40,6 +43,9 @@ COLD_START_BACKOFF = 1.0  # after a failed cold start, requests get the 503 at o
 # The Cloud Storage client's own retries of one call; the cold start and the poll retry on
 # top of it, so a storage outage costs a visitor seconds, not the client's default 2 minutes.
 STORAGE_RETRY_SECONDS = 5.0
+# The longest a request waits for the control check before it is served anyway (the check
+# goes on in its thread): two small reads take tens of milliseconds from Cloud Functions.
+CHECK_BUDGET_SECONDS = 0.25
 logger = logging.getLogger(__name__)
 
 
@@ -124,7 +130,12 @@ class BucketFollower:
     # -- polling --------------------------------------------------------------------------
 
     def maybe_poll(self) -> None:
-        """Start a background poll if the last one is older than CONTROL_POLL_SECONDS."""
+        """Once CONTROL_POLL_SECONDS have passed: check the epoch and LATEST before serving.
+
+        Called before a request is served. A thread reads the epoch and LATEST's name, and
+        the request waits for that (at most CHECK_BUDGET_SECONDS: a slow bucket delays it
+        no more); the same thread then loads a new snapshot and writes the heartbeat.
+        """
         now = self._clock()
         with self._poll_lock:
             if now - self._last_poll < self.poll_seconds:
@@ -132,27 +143,56 @@ class BucketFollower:
             if self._poller is not None and self._poller.is_alive():
                 return
             self._last_poll = now
-            self._poller = threading.Thread(target=self.poll, name="snapshot-poll", daemon=True)
+            checked = threading.Event()
+            self._poller = threading.Thread(
+                target=self._round, args=(checked,), name="snapshot-poll", daemon=True
+            )
             self._poller.start()
+        checked.wait(CHECK_BUDGET_SECONDS)
+
+    def _round(self, checked: threading.Event) -> None:
+        try:
+            wanted = self._check_control()
+        finally:
+            checked.set()
+        self._catch_up(wanted)
 
     def poll(self) -> None:
-        """One round: cache epoch, LATEST, heartbeat. Errors are logged and retried next round."""
+        """One whole round at once: cache epoch, LATEST (loaded if new), heartbeat."""
+        self._catch_up(self._check_control())
+
+    def _check_control(self) -> str | None:
+        """Read the cache epoch and LATEST; the version to load, if LATEST names a new one.
+
+        Errors are logged and retried at the next check.
+        """
         try:
             self._read_epoch()
         except StorageError as exc:
             logger.warning("Could not read the cache epoch: %s", exc)
-        except Exception:  # noqa: BLE001 - the poller must never die silently
+        except Exception:  # noqa: BLE001 - a check must never fail a visitor
             logger.exception("Reading the cache epoch crashed")
         try:
             version = read_latest(self.storage).require()
-            if self.server.wants(version):
+        except (SnapshotError, StorageError) as exc:
+            logger.warning("Snapshot poll failed: %s", exc)
+            return None
+        except Exception:  # noqa: BLE001 - a check must never fail a visitor
+            logger.exception("Snapshot poll crashed")
+            return None
+        return version if self.server.wants(version) else None
+
+    def _catch_up(self, version: str | None) -> None:
+        """Load ``version`` (if any) and write the heartbeat if it is due; never raises."""
+        if version is not None:
+            try:
                 with self.server.load_lock:
                     if self.server.wants(version):  # a cold start may have loaded it meanwhile
                         self.server.load(version)
-        except (SnapshotError, StorageError) as exc:
-            logger.warning("Snapshot poll failed: %s", exc)
-        except Exception:  # noqa: BLE001 - the poller must never die silently
-            logger.exception("Snapshot poll crashed")
+            except (SnapshotError, StorageError) as exc:
+                logger.warning("Snapshot poll failed: %s", exc)
+            except Exception:  # noqa: BLE001 - the poller must never die silently
+                logger.exception("Snapshot poll crashed")
         if self._clock() - self._last_heartbeat >= self.heartbeat_seconds:
             self.heartbeat()
 

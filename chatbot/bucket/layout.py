@@ -162,7 +162,9 @@ class Manifest:
     embedding {backend str, model str, sha256 str or null, dimension int >= 1},
     chunking (object, optional), counts {chunks int >= 0, documents int >= 0 optional},
     sources (list of str, optional), archive {sha256 (64 hex digits), bytes int >= 0,
-    unpacked_bytes int >= 0 (the sum of the files' sizes)}. Unknown fields are kept.
+    unpacked_bytes int >= 0 (the sum of the files' sizes)}, chunk_hashes (optional: {file (a
+    plain name inside the archive), sha256, count int >= 0}, indexer/incremental.py).
+    Unknown fields are kept.
     """
 
     data: dict
@@ -265,6 +267,12 @@ def _count(data: dict, path: str, *, required: bool = True, minimum: int = 0) ->
         raise _Malformed(f"{path} must be an integer >= {minimum}, not {value}")
 
 
+def _sha256(data: dict, path: str) -> None:
+    value = _field(data, path, (str,))
+    if not _SHA256_HEX.fullmatch(value):  # type: ignore[arg-type]
+        raise _Malformed(f"{path} must be 64 lowercase hex digits, not {value!r:.80}")
+
+
 def _check_manifest(data: object) -> None:
     """Raise _Malformed unless ``data`` has every field of a manifest, each of its type."""
     if not isinstance(data, dict):
@@ -287,11 +295,21 @@ def _check_manifest(data: object) -> None:
     _count(data, "counts.chunks")
     _count(data, "counts.documents", required=False)
     _field(data, "archive", (dict,))
-    sha256 = _field(data, "archive.sha256", (str,))
-    if not _SHA256_HEX.fullmatch(sha256):  # type: ignore[arg-type]
-        raise _Malformed(f"archive.sha256 must be 64 lowercase hex digits, not {sha256!r:.80}")
+    _sha256(data, "archive.sha256")
     _count(data, "archive.bytes")
     _count(data, "archive.unpacked_bytes")
+    _check_chunk_hashes(data)
+
+
+def _check_chunk_hashes(data: dict) -> None:
+    """The optional ``chunk_hashes`` entry: a plain file name, its sha256 and a count."""
+    if _field(data, "chunk_hashes", (dict, type(None)), required=False) is None:
+        return
+    name = _field(data, "chunk_hashes.file", (str,))
+    if not valid_version(name):  # type: ignore[arg-type]
+        raise _Malformed(f"chunk_hashes.file {name!r:.80} is not a plain file name")
+    _sha256(data, "chunk_hashes.sha256")
+    _count(data, "chunk_hashes.count")
 
 
 def read_manifest(storage: Storage, version: str) -> Manifest:

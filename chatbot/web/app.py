@@ -18,11 +18,13 @@ from chatbot.bucket.storage import Storage
 from chatbot.config import Settings
 from chatbot.lazy import Lazy
 from chatbot.logs import configure_logging
+from chatbot.shared_state import open_link
 from chatbot.web.admin import AdminHandlers
 from chatbot.web.chat import ChatHandlers
 from chatbot.web.docs import DocsHandlers
 from chatbot.web.openapi import admin_document, chat_document
 from chatbot.web.router import Router
+from chatbot.web.widget import WidgetHandlers
 
 __all__ = ["FunctionApp", "create_admin_app", "create_chat_app"]
 
@@ -63,8 +65,10 @@ def create_chat_app(
     """The public chat function; ``service`` builds the ChatService (default: from settings)."""
     configure_logging(settings)
 
+    shared = open_link(settings)  # no connection yet: the first Redis call makes one
+
     def build() -> ChatService:
-        built = service() if service is not None else ChatService(settings)
+        built = service() if service is not None else ChatService(settings, shared=shared)
         install_shutdown_flush(built.events)  # buffered events reach the bucket at SIGTERM
         return built
 
@@ -72,9 +76,14 @@ def create_chat_app(
     docs = DocsHandlers(chat_document(settings))
     router = Router(
         settings,
-        {**handlers.routes(), **docs.routes("rate_limit_info")},
+        {
+            **handlers.routes(),
+            **docs.routes("rate_limit_info"),
+            **WidgetHandlers().routes("rate_limit_info"),
+        },
         index=handlers.index,
         index_rate="rate_limit_info",
+        shared=shared,
     )
     return ChatApp(settings, router, handlers)
 

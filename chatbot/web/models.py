@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic_core import PydanticCustomError
 
 from chatbot.bucket.layout import valid_version
+from chatbot.insights.model import InsightsReport  # GET /insights; its contract lives there
 
 __all__ = [
     "Activated",
@@ -38,6 +39,7 @@ __all__ = [
     "GenerationError",
     "Health",
     "HistoryMessage",
+    "InsightsReport",
     "MetaEvent",
     "RateLimitError",
     "RouteInfo",
@@ -181,6 +183,11 @@ class Source(ResponseBody):
     title: str = Field(description="The document's title.")
     source: str = Field(description="The document's file name.")
     score: float = Field(description="Relevance, higher is better.")
+    url: str | None = Field(
+        default=None,
+        description="The document's public page: its own URL (Markdown front matter `url:`, "
+        "HTML canonical link), else SOURCE_BASE_URL + its path; null when neither.",
+    )
 
 
 class ChatAnswer(ResponseBody):
@@ -260,7 +267,10 @@ class SnapshotStatus(ResponseBody):
 class Health(ResponseBody):
     """Readiness: healthy with the snapshot served, or unhealthy (the reason is not public)."""
 
-    status: Literal["healthy", "unhealthy"]
+    status: Literal["healthy", "degraded", "unhealthy"] = Field(
+        description="degraded: ready, but Redis (REDIS_URL) is unreachable, so rate limits and "
+        "cache are this instance's own for now."
+    )
     message: str = Field(
         description="'Romega Chatbot is ready', or that no snapshot can be served yet; why "
         "is in the logs and the admin function's GET /cache/stats."
@@ -326,6 +336,16 @@ class FleetTotals(OpenResponseBody):
     hit_rate: float = Field(ge=0, le=1)
 
 
+class SharedCacheStats(ResponseBody):
+    """The fleet's cache as Redis counts it (REDIS_URL on the admin function)."""
+
+    reachable: bool
+    epoch: NonNegative | None = None
+    hits: NonNegative | None = None
+    misses: NonNegative | None = None
+    hit_rate: float | None = Field(None, ge=0, le=1)
+
+
 class FleetStats(OpenResponseBody):
     """The cache epoch and the stats each live chat instance last reported in its heartbeat."""
 
@@ -334,6 +354,9 @@ class FleetStats(OpenResponseBody):
     stale_instances: list[dict]
     totals: FleetTotals
     fresh_within_seconds: float
+    redis: SharedCacheStats | None = Field(
+        None, description="Only when the admin function has REDIS_URL: every lookup counted."
+    )
 
 
 class CacheCleared(OpenResponseBody):

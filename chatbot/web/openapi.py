@@ -20,6 +20,7 @@ from chatbot.errors import FRIENDLY_GENERATION_ERROR
 from chatbot.web import models
 from chatbot.web.bodies import BODY_DEADLINE_SECONDS
 from chatbot.web.docs import DOCS_ASSETS
+from chatbot.web.widget import WIDGET_PATH
 
 __all__ = ["admin_document", "chat_document", "limit_text"]
 JSON = "application/json"
@@ -442,6 +443,27 @@ def _chat_paths(settings: Settings) -> dict:
                 info,
             )
         },
+        WIDGET_PATH: {
+            "get": _operation(
+                "widget",
+                "widget",
+                "The website widget",
+                "One script tag adds the chat to a site (README, 'The website widget'). "
+                "Revalidate with If-None-Match: the ETag is a hash of the file.",
+                {
+                    "200": {
+                        "description": "The script.",
+                        "headers": _headers("X-Request-Id"),
+                        "content": {"text/javascript": text},
+                    },
+                    "304": {
+                        "description": "The browser's copy (its If-None-Match) is current.",
+                        "headers": _headers("X-Request-Id"),
+                    },
+                },
+                info,
+            )
+        },
         "/docs/{asset}": {
             "get": _operation(
                 "docsAsset",
@@ -490,6 +512,7 @@ def chat_document(settings: Settings) -> dict:
             {"name": "chat", "description": "Questions and answers."},
             {"name": "info", "description": "Status of this instance."},
             {"name": "docs", "description": "This documentation."},
+            {"name": "widget", "description": "The website widget."},
         ],
         "paths": paths,
         "components": components,
@@ -508,6 +531,53 @@ def _admin(op_id: str, summary: str, description: str, rate: str, ok: dict, **er
         "503": _shared("StoreUnreachable"),
     }
     return _operation(op_id, "admin", summary, description, responses, rate)
+
+
+def _insights(rate: str) -> dict:
+    """GET /insights: the report as JSON, or as a self-contained HTML page."""
+    operation = _admin(
+        "insights",
+        "What visitors asked and the bot could not answer",
+        "The insights report of the last `days` UTC days (docs/insights.md): unanswered "
+        "questions grouped by meaning with their nearest document, answers rated down with "
+        "their comments, answer and cache hit rates per day, documents cited most and never. "
+        "JSON unless `format=html` or the Accept header prefers text/html.",
+        rate,
+        {
+            "description": "The report.",
+            "headers": _headers("X-Request-Id"),
+            "content": {
+                "application/json": {"schema": _ref("InsightsReport")},
+                "text/html": {"schema": {"type": "string"}},
+            },
+        },
+        **{
+            "400": _error(
+                "`days` is not a whole number from 1 to 90, or `format` is neither json nor html.",
+                "Query parameter 'days' must be a whole number from 1 to 90, got '0'",
+            ),
+            "422": _error(
+                "The period holds more events than one request reads (256 MB, 30 s of "
+                "queries); use fewer days, the command line or BigQuery.",
+                "The period's events hold 300 MB, more than the 268 MB one report reads here: ...",
+            ),
+        },
+    )
+    operation["parameters"] = [
+        {
+            "name": "days",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 1, "maximum": 90, "default": 7},
+        },
+        {
+            "name": "format",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "enum": ["json", "html"]},
+        },
+    ]
+    return operation
 
 
 def admin_document(settings: Settings) -> dict:
@@ -574,9 +644,11 @@ def admin_document(settings: Settings) -> dict:
             "delete": _admin(
                 "clearCache",
                 "Clear the cache on every instance",
-                "Bumps the cache epoch; each chat instance drops its entries within "
-                f"CONTROL_POLL_SECONDS ({within} s) of its next request (an idle instance has "
-                "no CPU to notice sooner).",
+                "Bumps the cache epoch in the bucket, and in Redis when REDIS_URL is set. "
+                "Chat instances sharing Redis serve fresh answers from their next request; "
+                "one without Redis from its first request once CONTROL_POLL_SECONDS "
+                f"({within} s) have passed since its last check (it reads the epoch before "
+                "serving that request).",
                 write,
                 _json("Cleared.", _ref("CacheCleared")),
             )
@@ -591,6 +663,7 @@ def admin_document(settings: Settings) -> dict:
             )
         },
         "/snapshots/activate": {"post": activate},
+        "/insights": {"get": _insights(read)},
     }
     components = _components(
         paths,

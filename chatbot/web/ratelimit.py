@@ -3,6 +3,10 @@
 A client is an IPv4 address, or an IPv6 network: one visitor usually holds a whole /64 (and
 can pick any address in it), so an IPv6 address counts as its /IPV6_PREFIX_LENGTH network.
 An IPv4-mapped IPv6 address (``::ffff:192.0.2.1``) counts as the IPv4 address it maps.
+
+With REDIS_URL the windows live in Redis (`limits`' Redis storage, on the instance's
+``RedisLink``), so the limit holds for the whole fleet: 20 a minute from all instances, not
+20 from each. While Redis is unreachable the instance counts in its own memory instead.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ import time
 from dataclasses import dataclass
 
 from limits import parse_many
-from limits.storage import MemoryStorage
+from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import MovingWindowRateLimiter
+
+from chatbot.shared_state.link import RedisLink, SharedStateDown
 
 __all__ = ["Decision", "RateLimiter", "client_ip", "limit_key"]
 SWEEP_EVERY = 1000
@@ -93,12 +99,21 @@ class Decision:
 
 
 class RateLimiter:
-    """Moving-window limits kept in this instance's memory, per route and client (limit_key)."""
+    """Moving-window limits per route and client (limit_key): in Redis when ``shared`` is
+    given and answering, else in this instance's memory."""
 
-    def __init__(self, ipv6_prefix_length: int = 64) -> None:
+    def __init__(self, ipv6_prefix_length: int = 64, shared: RedisLink | None = None) -> None:
         self.ipv6_prefix_length = ipv6_prefix_length
         self._storage = MemoryStorage()
         self._limiter = MovingWindowRateLimiter(self._storage)
+        self._shared = shared
+        self._shared_limiter = (
+            MovingWindowRateLimiter(
+                RedisStorage("redis://", connection_pool=shared.client.connection_pool)
+            )
+            if shared is not None
+            else None
+        )
         self._seen: dict[tuple[str, str, str], float] = {}
         self._lock = threading.Lock()
         self._hits = 0
@@ -112,25 +127,37 @@ class RateLimiter:
         return self._decide(route, rate, limit_key(ip, self.ipv6_prefix_length), count=False)
 
     def _decide(self, route: str, rate: str, key: str, *, count: bool) -> Decision:
+        shared = self._shared_limiter
+        if shared is not None and self._shared is not None:
+            try:
+                return self._shared.call(
+                    lambda _: self._evaluate(shared, route, rate, key, count=count)
+                )
+            except SharedStateDown:
+                pass  # counted in memory below; the link logs the outage once
+        decision = self._evaluate(self._limiter, route, rate, key, count=count)
+        if count:
+            longest = max(item.get_expiry() for item in parse_many(rate))
+            self._remember(route, rate, key, time.time() + longest)
+        return decision
+
+    @staticmethod
+    def _evaluate(
+        limiter: MovingWindowRateLimiter, route: str, rate: str, key: str, *, count: bool
+    ) -> Decision:
         items = parse_many(rate)
         allowed = True
         tightest = None
         for item in items:
-            passed = (
-                self._limiter.hit(item, route, key)
-                if count
-                else self._limiter.test(item, route, key)
-            )
+            passed = limiter.hit(item, route, key) if count else limiter.test(item, route, key)
             if not passed:
                 allowed = False
-            stats = self._limiter.get_window_stats(item, route, key)
+            stats = limiter.get_window_stats(item, route, key)
             if tightest is None or stats.remaining < tightest[1].remaining:
                 tightest = (item, stats)
         assert tightest is not None
         item, stats = tightest
         now = time.time()
-        if count:
-            self._remember(route, rate, key, now + item.get_expiry())
         return Decision(
             allowed=allowed,
             limit_text=str(item),

@@ -26,6 +26,7 @@ import flask
 from chatbot.config import Settings
 from chatbot.errors import ChatbotError, MethodNotAllowed, NotFound, RateLimited, Unauthorized
 from chatbot.logs import RequestContext, request_context, resumed, trace_id_from_headers
+from chatbot.shared_state.link import RedisLink
 from chatbot.web.bodies import read_body
 from chatbot.web.ratelimit import RateLimiter, client_ip
 
@@ -109,6 +110,7 @@ class Router:
         authorize: Callable[[flask.Request], None] | None = None,
         failed_auth_rate: str | None = None,
         cors: bool = True,
+        shared: RedisLink | None = None,
     ) -> None:
         """``index`` makes GET /'s body from the route listing; ``guard`` wraps every handler.
 
@@ -116,7 +118,7 @@ class Router:
         looked up, so without credentials every path and method answers 401 and nothing
         about the routes shows; its failures count against ``failed_auth_rate`` (a Settings
         attribute) per client, checked before ``authorize`` runs. ``cors=False`` sends no
-        CORS headers at all.
+        CORS headers at all. ``shared`` (REDIS_URL) keeps the limits in Redis for the fleet.
         """
         if (authorize is None) != (failed_auth_rate is None):
             raise ValueError("authorize and failed_auth_rate go together")
@@ -134,7 +136,7 @@ class Router:
             }
             for path, methods in table.items()
         }
-        self.limiter = RateLimiter(settings.ipv6_prefix_length)
+        self.limiter = RateLimiter(settings.ipv6_prefix_length, shared)
 
     def _index(self, request: flask.Request) -> Reply:
         return Reply(self._describe(self.listing()))

@@ -1,0 +1,48 @@
+"""The demo company page (scripts/demo_site.py) in its own process, for tests and the bench."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from harness.processes import ROOT, _stop_group, child_env
+from harness.running import Running
+
+__all__ = ["DemoSiteProcess"]
+
+
+class DemoSiteProcess(Running):
+    """``scripts/demo_site.py`` on ``port`` (0: a free one) with the widget tag at ``chat_url``."""
+
+    def __init__(self, chat_url: str, port: int = 0) -> None:
+        self.chat_url = chat_url
+        self.port = port
+        self.process: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self) -> DemoSiteProcess:
+        """Spawn it and read its URL from its first line."""
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "demo_site.py")]
+            + ["--port", str(self.port), "--chat-url", self.chat_url],
+            env=child_env(),
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().strip()
+        if not line.startswith("listening on "):
+            self.stop()
+            raise RuntimeError(f"the demo site did not start: {line!r}")
+        self.url = line.removeprefix("listening on ")
+        return self
+
+    def stop(self) -> None:
+        """Stop the process."""
+        if self.process is not None:
+            _stop_group(self.process)
+            self.process = None
