@@ -51,10 +51,9 @@ bench: venv
 bench-quick: venv
 	$(PY) -m bench --quick
 
-# Not part of `make test`: about N minutes on 2 cores. docs/testing.md has the last score.
+# Not part of `make test` (tens of minutes on 2 cores); docs/testing.md has the last score.
 mutation: venv
-	rm -rf mutants
-	$(VENV)/bin/mutmut run > .mutmut.log 2>&1 || (tail -50 .mutmut.log; exit 1)
+	$(PY) scripts/mutation.py
 	$(PY) scripts/mutation_report.py
 
 package: venv
@@ -69,4 +68,4 @@ format: venv
 	$(PY) -m ruff format .
 
 clean:
-	rm -rf build .local .pytest_cache mutants .mutmut.log
+	rm -rf build .local .pytest_cache

@@ -193,3 +193,9 @@ def test_chatty_libraries_are_held_at_warning():
     assert {name: logging.getLogger(name).level for name in NOISY} == dict.fromkeys(
         NOISY, logging.WARNING
     )
+
+
+def test_the_redis_password_is_masked(capsys):
+    configure_logging(Settings.from_env({"REDIS_URL": "redis://:s3cret-pass@10.0.0.3:6379/0"}))
+    logging.getLogger("chatbot.test").warning("connecting with s3cret-pass")
+    assert "connecting with [REDACTED]" in capsys.readouterr().out
