@@ -46,6 +46,8 @@ output "admin_token_secret" {
 output "insights_events_table" {
   description = "BigQuery table over the chat events, for the queries of docs/insights.md (project.dataset.table)."
   value       = "${var.project_id}.${google_bigquery_dataset.insights.dataset_id}.${google_bigquery_table.events.table_id}"
+}
+
 output "redis_host" {
   description = "Memorystore's private IP (for the REDIS_URL secret), when enable_redis is on."
   value       = var.enable_redis ? google_redis_instance.cache[0].host : null

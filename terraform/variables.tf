@@ -400,6 +400,7 @@ variable "insights_reader_members" {
     error_message = "Events hold visitors' questions: allUsers and allAuthenticatedUsers cannot read them."
   }
 }
+
 # --- shared state on Redis (redis.tf, docs/deploy.md) ------------------------------------
 
 variable "enable_redis" {

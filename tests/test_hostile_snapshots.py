@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import shutil
+import struct
 import tarfile
 import time
 from collections.abc import Callable
@@ -139,6 +140,51 @@ def corrupt_index(filename: str, mangle: Callable[[bytes], bytes]) -> Builder:
     return build
 
 
+def corrupt_segment(mangle: Callable[[Path], None]) -> Builder:
+    """The real snapshot, its HNSW segment directory changed in place by ``mangle``."""
+
+    def build(built: BuiltSnapshot, version: str, work: Path) -> tuple[Path, bytes]:
+        unpacked = work / "unpacked"
+        safe_extract(built.archive, unpacked)
+        (segment,) = (p for p in unpacked.iterdir() if p.is_dir())
+        mangle(segment)
+        archive = work / "corrupt.tar.zst"
+        info = pack(unpacked, archive)
+        return archive, manifest_bytes(built, version, archive, unpacked=info["unpacked_bytes"])
+
+    return build
+
+
+# hnswlib's header.bin (HEADER_FIELDS in hnswalg.h); chatbot/bucket/hnsw.py documents it.
+HNSW_HEADER = struct.Struct("<iQQQQQQiIQQQdQ")
+
+
+def hnsw_header(segment: Path) -> list:
+    return list(HNSW_HEADER.unpack((segment / "header.bin").read_bytes()))
+
+
+def links_out_of_range(segment: Path) -> None:
+    """Every level-0 neighbour id (count kept) pointing far past the last element: a search
+    reads a record ~1.8 TB past its buffer. Crashed the process with SIGSEGV in the smoke
+    query every time, before HNSW files were checked."""
+    _, _, _, count, record, *_ = hnsw_header(segment)
+    data = bytearray((segment / "data_level0.bin").read_bytes())
+    for element in range(count):
+        (links,) = struct.unpack_from("<H", data, element * record)
+        for j in range(links):
+            struct.pack_into("<I", data, element * record + 4 + 4 * j, 0x3FFFFFFF)
+    (segment / "data_level0.bin").write_bytes(bytes(data))
+
+
+def set_header_field(index: int, value: object) -> Callable[[Path], None]:
+    def mangle(segment: Path) -> None:
+        fields = hnsw_header(segment)
+        fields[index] = value
+        (segment / "header.bin").write_bytes(HNSW_HEADER.pack(*fields))
+
+    return mangle
+
+
 def truncated(built: BuiltSnapshot, version: str, work: Path) -> tuple[Path, bytes]:
     data = built.archive.read_bytes()
     work.mkdir(parents=True, exist_ok=True)
@@ -182,6 +228,17 @@ KINDS = {
     "corrupt-hnsw-vectors": Kind(
         corrupt_index("data_level0.bin", lambda b: bytes(len(b) // 3)),
         r"cannot be opened|smoke query",
+    ),
+    # Each of these crashed the process (SIGSEGV in Chroma's native search) before the HNSW
+    # files were checked ahead of opening them.
+    "hnsw-links-out-of-range": Kind(
+        corrupt_segment(links_out_of_range), r"data_level0\.bin links to node \d+ of \d+"
+    ),
+    "hnsw-entry-point-out-of-range": Kind(
+        corrupt_segment(set_header_field(8, 0x3FFFFFFF)), r"header\.bin has .* entry point"
+    ),
+    "hnsw-top-level-too-high": Kind(
+        corrupt_segment(set_header_field(7, 1000)), r"header\.bin has top level 1000"
     ),
     "wrong-chunk-count": Kind(wrong_field(counts__chunks=5), r"holds \d+ chunks, manifest says 5"),
     "foreign-embedder": Kind(wrong_field(embedding=FOREIGN), r"built with embedding backend"),

@@ -3,7 +3,7 @@
     read manifest (strictly parsed) -> check the embedder -> check the claimed sizes against
     the caps -> download -> sha256 and size check -> extract into a fresh partial directory
     (no member may escape it; members and written bytes are counted as they are read) ->
-    rename into place -> open (``open_verified``: chunk count, smoke query)
+    rename into place -> open (``open_verified``: HNSW files, chunk count, smoke query)
 
 A complete copy of the same archive already on disk (a warm restart, a rollback to a
 draining version) is reused instead of downloaded again.
@@ -37,6 +37,7 @@ from typing import Protocol
 
 import zstandard
 
+from chatbot.bucket.hnsw import check_hnsw_segments
 from chatbot.bucket.layout import Manifest, archive_key, sha256_file
 from chatbot.bucket.storage import Storage
 from chatbot.errors import SnapshotError
@@ -229,10 +230,19 @@ def open_verified(
 ) -> OpenedIndex:
     """Open an extracted snapshot, check its chunk count and run a smoke query.
 
-    Whatever goes wrong (Chroma raises its own errors on a corrupt index) is a SnapshotError
-    naming the snapshot; the index is closed again on failure.
+    Its HNSW files are checked first (``bucket/hnsw.py``): Chroma's native loader trusts
+    them, and a corrupt one can crash the process instead of raising. Whatever else goes
+    wrong (Chroma raises its own errors on other corruption) is a SnapshotError naming the
+    snapshot; the index is closed again on failure.
     """
     version = manifest.version
+    try:
+        # Before any native code reads them: a corrupt HNSW file can crash the process.
+        check_hnsw_segments(path, int(manifest.embedding["dimension"]), MAX_UNPACKED_BYTES)
+    except SnapshotError as exc:
+        raise SnapshotError(f"snapshot {version} cannot be opened: {exc}") from None
+    except OSError as exc:
+        raise SnapshotError(f"snapshot {version} cannot be opened: {exc!r:.300}") from exc
     try:
         index = open_index(path)
     except SnapshotError:
