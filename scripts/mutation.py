@@ -25,7 +25,12 @@ MUTMUT = Path(sys.executable).parent / "mutmut"
 GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "cache": (
         ["chatbot/answering/cache.py"],
-        ["tests/test_cache.py", "tests/test_properties.py"],
+        [
+            "tests/test_cache.py",
+            "tests/test_streaming.py",
+            "tests/test_shared_state.py",
+            "tests/test_properties.py",
+        ],
     ),
     "shared_state": (
         ["chatbot/shared_state/link.py", "chatbot/shared_state/answers.py"],
@@ -33,7 +38,19 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "ratelimit": (
         ["chatbot/web/ratelimit.py"],
-        ["tests/test_ratelimit.py", "tests/test_properties.py"],
+        [
+            "tests/test_ratelimit.py::test_client_ip",
+            "tests/test_ratelimit.py::test_limit_key",
+            "tests/test_ratelimit.py::test_many_distinct_ips_do_not_grow_memory_without_bound",
+            "tests/test_ratelimit.py::test_a_decision_says_the_tightest_limit_and_its_headers",
+            "tests/test_ratelimit.py::test_peek_does_not_count_and_hit_does",
+            "tests/test_ratelimit.py::test_a_refusal_by_any_of_several_limits_refuses",
+            "tests/test_ratelimit.py::test_limits_count_per_route_and_per_client_network",
+            "tests/test_ratelimit.py::test_idle_clients_are_forgotten_on_the_sweep_and_count_afresh",
+            "tests/test_shared_state.py",
+            "tests/test_router.py",
+            "tests/test_properties.py",
+        ],
     ),
     "restore": (
         ["chatbot/bucket/restore.py"],
