@@ -5,7 +5,10 @@ original: a default argument that changes nothing, a log string). The equivalent
 listed, each with why, in scripts/mutation-equivalents.json by the function it is in and the
 line it writes; the score counts the others:
 
-    score = killed / (mutants - equivalent)
+    score = (killed + timeout) / (mutants - equivalent)
+
+A mutant that makes its tests hang past mutmut's timeout was caught (the suite would fail), so
+it counts as killed; a mutant no test reaches ("no tests") counts against the score.
 
 A listed equivalent that no longer survives is reported too, so the list does not rot.
 """
@@ -69,7 +72,7 @@ def main() -> int:
         module = parts["module"] if parts else name
         function = parts["function"].replace("ǁ", ".") if parts else ""
         counts[module][status] += 1
-        if status == "killed":
+        if status in ("killed", "timeout"):
             continue
         line = mutated_line(group, name)
         reason = None
@@ -90,7 +93,7 @@ def main() -> int:
 
 def score(c: Counter) -> float:
     total = sum(v for k, v in c.items() if k != "equivalent")
-    return c["killed"] / max(1, total - c["equivalent"])
+    return (c["killed"] + c["timeout"]) / max(1, total - c["equivalent"])
 
 
 def render(counts, unexplained, explained, stale) -> str:
@@ -101,8 +104,8 @@ def render(counts, unexplained, explained, stale) -> str:
         "against its own tests; scripts/mutation_report.py writes this page). How to read it and",
         "what it covers: docs/testing.md.",
         "",
-        "| module | mutants | killed | equivalent | other survivors | no tests / timeout | score |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| module | mutants | killed | timeout | equivalent | other survivors | no tests | score |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     all_counts: Counter = Counter()
     for module in sorted(counts):
@@ -124,10 +127,10 @@ def render(counts, unexplained, explained, stale) -> str:
 def _row(module: str, c: Counter) -> str:
     total = sum(v for k, v in c.items() if k != "equivalent")
     other = c["survived"] - c["equivalent"]
-    missing = total - c["killed"] - c["survived"]
+    missing = total - c["killed"] - c["timeout"] - c["survived"]
     return (
-        f"| {module} | {total} | {c['killed']} | {c['equivalent']} | {other} | {missing} "
-        f"| {score(c):.1%} |"
+        f"| {module} | {total} | {c['killed']} | {c['timeout']} | {c['equivalent']} | {other} "
+        f"| {missing} | {score(c):.1%} |"
     )
 
 
