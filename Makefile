@@ -15,7 +15,7 @@ PORT ?= 8080
 ADMIN_PORT ?= 8081
 DEMO_PORT ?= 8082
 
-.PHONY: venv test run snapshot eval bench bench-quick package lint format clean
+.PHONY: venv test run snapshot eval bench bench-quick mutation package lint format clean
 
 venv: $(STAMP)
 
@@ -50,6 +50,11 @@ bench: venv
 
 bench-quick: venv
 	$(PY) -m bench --quick
+
+# Not part of `make test` (tens of minutes on 2 cores); docs/testing.md has the last score.
+mutation: venv
+	$(PY) scripts/mutation.py
+	$(PY) scripts/mutation_report.py
 
 package: venv
 	$(PY) scripts/package.py --out build

@@ -13,7 +13,7 @@ from chatbot.bucket.layout import (
     write_latest,
 )
 from chatbot.bucket.publishing import BuiltSnapshot, publish
-from chatbot.bucket.storage import Storage
+from chatbot.bucket.storage import LocalStorage, Storage
 
 
 def publish_copy(
@@ -63,3 +63,15 @@ def publish_raw(
     if latest:
         point_latest(storage, version)
     return version
+
+
+class CountingStorage(LocalStorage):
+    """A local bucket that counts archive downloads (a storage seam, not a mock)."""
+
+    def __init__(self, root) -> None:
+        super().__init__(root)
+        self.downloads = 0
+
+    def download(self, key, dest):
+        self.downloads += 1
+        return super().download(key, dest)

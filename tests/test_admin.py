@@ -8,7 +8,13 @@ import pytest
 
 from chatbot.answering.retrieval import KnowledgeIndex
 from chatbot.answering.service import ChatService
-from chatbot.bucket.control import EPOCH_KEY, bump_epoch, read_epoch, write_heartbeat
+from chatbot.bucket.control import (
+    BUMP_ATTEMPTS,
+    EPOCH_KEY,
+    bump_epoch,
+    read_epoch,
+    write_heartbeat,
+)
 from chatbot.bucket.following import BucketFollower
 from chatbot.bucket.layout import LATEST, archive_key, heartbeat_key, read_latest
 from chatbot.bucket.serving import SnapshotServer
@@ -329,3 +335,25 @@ def test_an_unreachable_bucket_is_a_503_with_the_reason():
     response = client.get("/snapshots", headers={"X-Admin-Token": TOKEN})
     assert response.status_code == 503
     assert "snapshot store is unreachable" in response.get_json()["error"]
+
+
+def test_a_clear_that_loses_every_race_is_a_409_and_changes_nothing(bucket):
+    class Contended(LocalStorage):
+        """Another admin's bump lands between each of our reads and writes."""
+
+        writes = 0
+
+        def write(self, key, data, *, if_generation_match=None):
+            if key == EPOCH_KEY:
+                self.writes += 1
+                LocalStorage.write(self, key, b"%d\n" % (100 + self.writes))
+            return super().write(key, data, if_generation_match=if_generation_match)
+
+    storage = Contended(bucket.root)
+    settings = Settings(admin_token=TOKEN)
+    client = serve(create_admin_app(settings, storage=storage)).test_client()
+    response = client.delete("/cache", headers={"X-Admin-Token": TOKEN})
+    assert response.status_code == 409
+    assert "Another writer changed the bucket meanwhile" in response.get_json()["error"]
+    assert storage.writes == BUMP_ATTEMPTS
+    assert read_epoch(bucket)[0] == 100 + BUMP_ATTEMPTS  # only the other writer's bumps landed

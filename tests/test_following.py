@@ -7,8 +7,10 @@ import time
 
 import pytest
 
+from chatbot.answering.cache import cache_key
 from chatbot.answering.retrieval import KnowledgeIndex
 from chatbot.answering.service import ChatService
+from chatbot.bucket.control import EPOCH_KEY, bump_epoch
 from chatbot.bucket.following import COLD_START_ATTEMPTS, COLD_START_BACKOFF, BucketFollower
 from chatbot.bucket.layout import read_latest
 from chatbot.bucket.serving import SnapshotServer
@@ -166,3 +168,74 @@ def test_after_a_clear_an_idle_instance_checks_the_epoch_before_serving(chat_cli
     assert cleared.status_code == 200
     time.sleep(1.1)  # the instance is idle for CONTROL_POLL_SECONDS
     assert chat.post("/chat", json={"message": QUESTION}).get_json()["cached"] is False
+
+
+def test_a_malformed_epoch_is_a_warning_and_latest_is_still_followed(
+    make_service, bucket, built_snapshot, tmp_path, caplog
+):
+    service = make_service()
+    v1 = service.chat(QUESTION).snapshot
+    bucket.write(EPOCH_KEY, b"banana\n")
+    v2 = publish_copy(bucket, built_snapshot, v1 + "-v2", tmp_path / "v2")
+    with caplog.at_level(logging.WARNING, logger="chatbot.bucket.following"):
+        service.follower.poll()
+    (warning,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warning.levelname == "WARNING"
+    assert warning.getMessage().startswith("Ignoring the cache epoch: ")
+    assert service.follower.epoch == 0
+    assert service.chat(QUESTION).snapshot == v2
+
+
+class Broken(LocalStorage):
+    """A bucket whose client fails in a way nobody planned for (not a StorageError)."""
+
+    broken = True
+
+    def read(self, key):
+        if self.broken:
+            raise RuntimeError(f"client bug reading {key}")
+        return super().read(key)
+
+    def write(self, key, data, *, if_generation_match=None):
+        if self.broken:
+            raise RuntimeError(f"client bug writing {key}")
+        return super().write(key, data, if_generation_match=if_generation_match)
+
+
+def test_a_crash_in_any_step_of_a_poll_is_logged_and_the_next_poll_works(
+    make_service, bucket, built_snapshot, tmp_path, caplog
+):
+    storage = Broken(bucket.root)
+    storage.broken = False
+    service = make_service(storage)
+    v1 = service.chat(QUESTION).snapshot
+    storage.broken = True
+    with caplog.at_level(logging.WARNING, logger="chatbot.bucket.following"):
+        service.follower.poll()
+        assert service.chat(QUESTION, use_cache=False).snapshot == v1
+    crashes = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [r.getMessage() for r in crashes] == [
+        "Reading the cache epoch crashed",
+        "Snapshot poll crashed",
+        "Writing the heartbeat crashed",
+    ]
+    assert all(r.exc_info and isinstance(r.exc_info[1], RuntimeError) for r in crashes)
+    storage.broken = False
+    v2 = publish_copy(bucket, built_snapshot, v1 + "-v2", tmp_path / "v2")
+    bump_epoch(bucket)
+    service.follower.poll()
+    assert service.follower.epoch == 1 and service.chat(QUESTION).snapshot == v2
+
+
+def test_an_answer_begun_before_a_clear_is_not_served_after_it(make_service, bucket):
+    """A leader that started before the clear stores its answer after it: the epoch in the
+    cache key keeps that answer from the requests that come after the clear."""
+    service = make_service()
+    first = service.chat(QUESTION)
+    bump_epoch(bucket)
+    service.follower.poll()
+    before = cache_key(QUESTION, first.snapshot, 0)  # the late leader's key, from epoch 0
+    _, flight, leads = service.cache.begin(before)
+    assert leads
+    service.cache.end(before, flight, first.answer)
+    assert service.chat(QUESTION).cached is False

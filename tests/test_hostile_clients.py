@@ -470,3 +470,44 @@ def test_health_not_ready_gives_no_reason(chat_client, bucket, built_snapshot, t
         assert body["snapshot"] == {"version": None}
         text = resp.get_data(as_text=True)
         assert secret not in text and bucket.uri not in text and "LATEST" not in text
+
+
+# -- X-Forwarded-For over a real server ---------------------------------------------------------
+
+
+def _get_index(port: int, forwarded: list[str]) -> int:
+    """GET / with one X-Forwarded-For header line per entry of ``forwarded``."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest("GET", "/")
+        for line in forwarded:
+            conn.putheader("X-Forwarded-For", line)
+        conn.endheaders()
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def test_x_forwarded_for_sent_as_several_lines_buys_no_quota(tmp_path, built_snapshot):
+    """gunicorn joins repeated header lines in order, so the entry our proxy appended stays
+    the right-most one: a client that forges a new first line each time shares its limit."""
+    storage = LocalStorage(tmp_path / "bucket")
+    publish(storage, built_snapshot)
+    env = {
+        **CLEAN,
+        "SNAPSHOT_URI": storage.uri,
+        "SNAPSHOT_DIR": str(tmp_path / "snap"),
+        "TRUSTED_PROXY_HOPS": "1",
+        "RATE_LIMIT_INFO": "3/minute",
+    }
+    with FunctionProcess("chat", CHAT_SOURCE, env, tmp_path / "chat.log") as chat:
+        chat.wait_up()
+        forged = [_get_index(chat.port, [f"6.6.6.{i}", "203.0.113.5"]) for i in range(4)]
+        assert forged == [200, 200, 200, 429]
+        # The same client behind a proxy that writes ip:port is still the same client.
+        assert _get_index(chat.port, ["203.0.113.5:41234"]) == 429
+        assert _get_index(chat.port, ["6.6.6.6, , 203.0.113.5"]) == 429
+        # Another client is counted on its own.
+        assert _get_index(chat.port, ["6.6.6.6", "198.51.100.7"]) == 200

@@ -39,7 +39,13 @@ from chatbot.errors import PreconditionFailed, SnapshotError, StorageError
 from chatbot.urls import public_url
 from indexer.collection import build_collection, pack
 from indexer.documents import Chunk
-from tests.publishing import archive_entry, point_latest, publish_copy, publish_raw
+from tests.publishing import (
+    CountingStorage,
+    archive_entry,
+    point_latest,
+    publish_copy,
+    publish_raw,
+)
 
 QUESTION = "What services do you offer?"
 TOKEN = "hostile-admin-token-0b7e3c-5d21f9a8e4b6c07d"
@@ -432,18 +438,6 @@ def test_a_manifest_lying_about_its_unpacked_size_is_refused(bucket, built_snaps
     with pytest.raises(SnapshotError, match="unpacks to more than 1024 bytes"):
         restore(bucket, manifest, tmp_path / "snap")
     assert entries(tmp_path / "snap") == set()
-
-
-class CountingStorage(LocalStorage):
-    """A local bucket that counts archive downloads (a storage seam, not a mock)."""
-
-    def __init__(self, root) -> None:
-        super().__init__(root)
-        self.downloads = 0
-
-    def download(self, key, dest):
-        self.downloads += 1
-        return super().download(key, dest)
 
 
 def test_a_claim_over_the_cap_is_refused_before_downloading(bucket, tmp_path):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from chatbot.web.ratelimit import RateLimiter, client_ip, limit_key
+from chatbot.web.ratelimit import SWEEP_EVERY, RateLimiter, client_ip, limit_key
 
 
 @pytest.mark.parametrize(
@@ -21,6 +22,16 @@ from chatbot.web.ratelimit import RateLimiter, client_ip, limit_key
         ("10.0.0.1", "garbage, not-an-ip", 1, "10.0.0.1"),
         ("10.0.0.1", "", 1, "10.0.0.1"),
         ("10.0.0.1", "2001:db8::1", 1, "2001:db8::1"),
+        ("10.0.0.1", "6.6.6.6, 1.2.3.4:4711", 1, "1.2.3.4"),  # a proxy that writes the port
+        ("10.0.0.1", "[2001:db8::1]:443", 1, "2001:db8::1"),
+        ("10.0.0.1", "[2001:db8::1]", 1, "2001:db8::1"),
+        ("10.0.0.1", "1.2.3.4:port", 1, "10.0.0.1"),
+        ("10.0.0.1", "6.6.6.6, , 1.2.3.4, 5.6.7.8", 2, "1.2.3.4"),  # empty entries skipped
+        ("10.0.0.1", "1.2.3.4, ", 1, "1.2.3.4"),
+        ("10.0.0.1", " , ", 1, "10.0.0.1"),
+        (None, None, 0, "unknown"),  # no peer address: one shared "unknown" client
+        (None, "garbage", 1, "unknown"),
+        (None, "1.2.3.4", 1, "1.2.3.4"),
     ],
 )
 def test_client_ip(remote, xff, hops, expected):
@@ -108,3 +119,56 @@ def test_allowed_responses_carry_rate_limit_headers(chat_client):
     assert resp.headers["X-RateLimit-Remaining"] == "29"
     assert int(resp.headers["X-RateLimit-Reset"]) > time.time()
     assert client.application.function.router.limiter.tracked_keys() == 1
+
+
+def test_a_decision_says_the_tightest_limit_and_its_headers():
+    limiter = RateLimiter()
+    first = limiter.hit("/x", "3/minute;10/hour", "192.0.2.1")
+    assert first.allowed and first.limit_text == "3 per 1 minute" and first.limit == 3
+    assert first.remaining == 2 and first.retry_after == 0
+    assert first.headers() == {
+        "X-RateLimit-Limit": "3",
+        "X-RateLimit-Remaining": "2",
+        "X-RateLimit-Reset": str(math.ceil(first.reset_at)),
+    }
+    assert time.time() < first.reset_at <= time.time() + 60
+
+
+def test_peek_does_not_count_and_hit_does():
+    limiter = RateLimiter()
+    for _ in range(3):
+        assert limiter.peek("/x", "2/minute", "192.0.2.1").remaining == 2
+    assert limiter.hit("/x", "2/minute", "192.0.2.1").allowed
+    assert limiter.hit("/x", "2/minute", "192.0.2.1").allowed
+    refused = limiter.peek("/x", "2/minute", "192.0.2.1")
+    assert not refused.allowed and refused.remaining == 0
+    assert 1 <= refused.retry_after <= 60
+    assert not limiter.hit("/x", "2/minute", "192.0.2.1").allowed
+
+
+def test_a_refusal_by_any_of_several_limits_refuses():
+    limiter = RateLimiter()
+    assert limiter.hit("/x", "1/second;100/minute", "192.0.2.1").allowed
+    second = limiter.hit("/x", "1/second;100/minute", "192.0.2.1")
+    assert not second.allowed and second.limit_text == "1 per 1 second"
+    assert second.retry_after == 1
+
+
+def test_limits_count_per_route_and_per_client_network():
+    limiter = RateLimiter(ipv6_prefix_length=48)
+    assert limiter.hit("/a", "1/minute", "2001:db8:1:2::1").allowed
+    assert not limiter.hit("/a", "1/minute", "2001:db8:1:3::1").allowed  # same /48
+    assert not limiter.peek("/a", "1/minute", "2001:db8:1:ffff::9").allowed
+    assert limiter.hit("/b", "1/minute", "2001:db8:1:2::1").allowed  # another route
+    assert limiter.hit("/a", "1/minute", "2001:db8:2::1").allowed  # another /48
+
+
+def test_idle_clients_are_forgotten_on_the_sweep_and_count_afresh():
+    limiter = RateLimiter()
+    assert limiter.hit("/x", "1/1second", "192.0.2.1").allowed
+    assert limiter.tracked_keys() == 1
+    time.sleep(1.05)
+    for _ in range(SWEEP_EVERY - 1):
+        limiter.hit("/y", "1000000/hour", "198.51.100.1")
+    assert limiter.tracked_keys() == 1  # only the busy client is left
+    assert limiter.hit("/x", "1/1second", "192.0.2.1").allowed

@@ -23,16 +23,7 @@ from chatbot.bucket.restore import check_embedder, restore
 from chatbot.bucket.serving import SnapshotServer
 from chatbot.bucket.storage import LocalStorage
 from chatbot.errors import NotReady, SnapshotError
-
-
-class CountingStorage(LocalStorage):
-    """A local bucket that counts archive downloads (a storage seam, not a mock)."""
-
-    downloads = 0
-
-    def download(self, key, dest):
-        type(self).downloads += 1
-        return super().download(key, dest)
+from tests.publishing import CountingStorage
 
 
 def _object_path(storage: LocalStorage, key: str):
@@ -89,7 +80,7 @@ def test_an_extracted_version_is_reused_without_downloading(bucket, tmp_path):
     manifest = read_manifest(storage, version)
     restore(storage, manifest, tmp_path / "snap")
     again = restore(storage, manifest, tmp_path / "snap")
-    assert CountingStorage.downloads == 1
+    assert storage.downloads == 1
     assert again.timings == {"reused": 1.0}
 
 

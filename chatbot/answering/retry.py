@@ -16,7 +16,10 @@ import importlib
 import logging
 import math
 import re
+import time
 from collections.abc import Callable
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
 import tenacity
@@ -81,8 +84,11 @@ def is_retryable(exc: BaseException) -> bool:
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)s\s*$")
 
 
-def server_retry_delay(exc: BaseException) -> float | None:
-    """The wait the server asked for: google.rpc.RetryInfo ``retryDelay`` or Retry-After."""
+def server_retry_delay(exc: BaseException, now: Callable[[], float] = time.time) -> float | None:
+    """The wait the server asked for: google.rpc.RetryInfo ``retryDelay`` or Retry-After.
+
+    Retry-After may be seconds or an HTTP date (RFC 9110); a date in the past means now.
+    """
     details = getattr(exc, "details", None)
     error = details.get("error", details) if isinstance(details, dict) else None
     for item in (error or {}).get("details", None) or []:
@@ -93,11 +99,23 @@ def server_retry_delay(exc: BaseException) -> float | None:
     headers = getattr(getattr(exc, "response", None), "headers", None)
     retry_after = headers.get("retry-after") if headers is not None else None
     if retry_after:
-        try:
-            return max(0.0, float(retry_after))
-        except ValueError:
-            return None  # an HTTP date; Google's front ends send seconds
+        return _retry_after_seconds(retry_after, now)
     return None
+
+
+def _retry_after_seconds(value: str, now: Callable[[], float]) -> float | None:
+    """Retry-After's seconds, or the seconds until its HTTP date; None when it is neither."""
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # "-0000": an HTTP date is always GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now())
 
 
 def _exception(state: tenacity.RetryCallState) -> BaseException:
@@ -222,7 +240,7 @@ class RetryPolicy:
         if status_label(exc).isdigit():  # an HTTP error that retrying cannot fix
             logger.warning("Gemini refused the request with %s", status_label(exc))
             return GenerationRejected(detail=f"Gemini refused the request: {exc}")
-        if isinstance(exc, ValueError | _HTTP_ERRORS):  # a malformed reply, a bad URL
+        if isinstance(exc, (ValueError, *_HTTP_ERRORS)):  # a malformed reply, a bad URL
             logger.warning("Gemini call failed: %s", status_label(exc))
             return GenerationUnavailable(detail=f"Gemini call failed: {status_label(exc)}: {exc}")
         return exc

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -31,20 +32,32 @@ def client_ip(remote_addr: str | None, forwarded_for: str | None, trusted_hops: 
     """The visitor's IP: ``trusted_hops`` entries from the right of X-Forwarded-For.
 
     Proxies we trust append the address they saw, so only the right-most entries are
-    trustworthy; anything to their left was written by the client. A header too short or
-    malformed for the configured hops falls back to the socket peer.
+    trustworthy; anything to their left was written by the client (empty entries there are
+    skipped). An entry may carry a port (``203.0.113.7:4711``, ``[2001:db8::1]:443``). A
+    header too short or malformed for the configured hops falls back to the socket peer;
+    with no peer either, the client is ``unknown`` (one shared limit).
     """
     peer = remote_addr or "unknown"
     if trusted_hops <= 0 or not forwarded_for:
         return peer
-    entries = [e.strip() for e in forwarded_for.split(",")]
+    entries = [e.strip() for e in forwarded_for.split(",") if e.strip()]
     if len(entries) < trusted_hops:
         return peer
-    candidate = entries[-trusted_hops]
+    address = _address(entries[-trusted_hops])
+    return peer if address is None else address
+
+
+_WITH_PORT = re.compile(r"^\[(?P<v6>[^\]]+)\](?::\d{1,5})?$|^(?P<v4>[\d.]+):\d{1,5}$")
+
+
+def _address(entry: str) -> str | None:
+    """The IP in an X-Forwarded-For entry, without a port; None if it holds none."""
+    if match := _WITH_PORT.match(entry):  # [IPv6], [IPv6]:port or IPv4:port
+        entry = match["v6"] or match["v4"]
     try:
-        return str(ipaddress.ip_address(candidate))
+        return str(ipaddress.ip_address(entry))
     except ValueError:
-        return peer
+        return None
 
 
 def limit_key(ip: str, ipv6_prefix_length: int = 64) -> str:

@@ -61,26 +61,26 @@ class Route:
     listed: bool = True  # shown by GET / (Swagger UI's asset files are not)
 
 
+_EXPOSED = {
+    "Access-Control-Expose-Headers": (
+        "Retry-After, X-Request-Id, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset"
+    )
+}
+
+
 def _cors_headers(settings: Settings, request: flask.Request) -> dict[str, str]:
+    """CORS headers for ``request``'s Origin.
+
+    Unless every origin is allowed, the answer depends on the Origin, so it says
+    ``Vary: Origin`` whatever the Origin (or none) was: a shared cache must not hand one
+    origin's answer to another.
+    """
     origin = request.headers.get("Origin")
-    if not origin:
-        return {}
-    allowed = settings.allowed_origins
-    if "*" in allowed:
-        allow = "*"
-    elif origin in allowed:
-        allow = origin
-    else:
-        return {}
-    headers = {
-        "Access-Control-Allow-Origin": allow,
-        "Access-Control-Expose-Headers": (
-            "Retry-After, X-Request-Id, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset"
-        ),
-    }
-    if allow != "*":
-        headers["Vary"] = "Origin"
-    return headers
+    if "*" in settings.allowed_origins:
+        return {"Access-Control-Allow-Origin": "*", **_EXPOSED} if origin else {}
+    if origin in settings.allowed_origins:
+        return {"Access-Control-Allow-Origin": origin, **_EXPOSED, "Vary": "Origin"}
+    return {"Vary": "Origin"}
 
 
 def _request_id(request: flask.Request) -> str:

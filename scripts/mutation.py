@@ -1,0 +1,126 @@
+"""`make mutation`: mutmut over the modules that hold the invariants, each against its own tests.
+
+mutmut reads one configuration per directory, so each group runs in its own copy of the
+repository (build/mutation/<group>/, tracked files only) with a [tool.mutmut] section naming
+that group's modules and tests; mutmut then runs, for each mutant, the tests of the group
+that reach the mutated function. The report (scripts/mutation_report.py) reads every group.
+
+    python scripts/mutation.py [GROUP ...]      # all groups by default
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "build" / "mutation"
+MUTMUT = Path(sys.executable).parent / "mutmut"
+
+# group -> (modules to mutate, the fast tests that hold them)
+GROUPS: dict[str, tuple[list[str], list[str]]] = {
+    "cache": (
+        ["chatbot/answering/cache.py"],
+        [
+            "tests/test_cache.py",
+            "tests/test_streaming.py",
+            "tests/test_shared_state.py",
+            "tests/test_properties.py",
+        ],
+    ),
+    "shared_state": (
+        ["chatbot/shared_state/link.py", "chatbot/shared_state/answers.py"],
+        ["tests/test_shared_state.py"],
+    ),
+    "ratelimit": (
+        ["chatbot/web/ratelimit.py"],
+        [
+            "tests/test_ratelimit.py::test_client_ip",
+            "tests/test_ratelimit.py::test_limit_key",
+            "tests/test_ratelimit.py::test_many_distinct_ips_do_not_grow_memory_without_bound",
+            "tests/test_ratelimit.py::test_a_decision_says_the_tightest_limit_and_its_headers",
+            "tests/test_ratelimit.py::test_peek_does_not_count_and_hit_does",
+            "tests/test_ratelimit.py::test_a_refusal_by_any_of_several_limits_refuses",
+            "tests/test_ratelimit.py::test_limits_count_per_route_and_per_client_network",
+            "tests/test_ratelimit.py::test_idle_clients_are_forgotten_on_the_sweep_and_count_afresh",
+            "tests/test_shared_state.py",
+            "tests/test_router.py",
+            "tests/test_properties.py",
+        ],
+    ),
+    "restore": (
+        ["chatbot/bucket/restore.py"],
+        ["tests/test_restore.py", "tests/test_hostile_snapshots.py", "tests/test_properties.py"],
+    ),
+    "control": (
+        ["chatbot/bucket/control.py", "chatbot/bucket/following.py"],
+        ["tests/test_following.py", "tests/test_admin.py"],
+    ),
+    "logs": (["chatbot/logs.py"], ["tests/test_logs.py", "tests/test_lazy_and_logs.py"]),
+    "retry": (["chatbot/answering/retry.py"], ["tests/test_retry.py"]),
+    "router": (["chatbot/web/router.py"], ["tests/test_router.py"]),
+}
+
+
+def _toml_list(items: list[str]) -> str:
+    return "[" + ", ".join(f'"{item}"' for item in items) + "]"
+
+
+def prepare(group: str) -> Path:
+    """A fresh copy of the tracked files, configured for ``group``."""
+    modules, tests = GROUPS[group]
+    target = WORK / group
+    shutil.rmtree(target, ignore_errors=True)
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split("\0")
+    for name in filter(None, tracked):
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    pyproject = target / "pyproject.toml"
+    text = pyproject.read_text()
+    text = text[: text.index("[tool.mutmut]")] if "[tool.mutmut]" in text else text
+    pyproject.write_text(
+        text.rstrip()
+        + "\n\n[tool.mutmut]\n"
+        + 'source_paths = ["chatbot"]\n'
+        + f"only_mutate = {_toml_list(modules)}\n"
+        + 'also_copy = ["harness/", "indexer/", "functions/", "knowledge/", "eval/", "widget/"]\n'
+        + f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n"
+    )
+    return target
+
+
+def run(group: str) -> int:
+    target = prepare(group)
+    started = time.monotonic()
+    with open(target / "mutmut.log", "w") as log:
+        code = subprocess.run(
+            [str(MUTMUT), "run"],
+            cwd=target,
+            env={**os.environ, "PYTHONPATH": str(target)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        ).returncode
+    print(f"{group}: mutmut exited {code} after {time.monotonic() - started:.0f} s", flush=True)
+    return code
+
+
+def main(argv: list[str]) -> int:
+    groups = argv or list(GROUPS)
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown:
+        print(f"unknown group(s) {unknown}; known: {', '.join(GROUPS)}", file=sys.stderr)
+        return 2
+    failed = [g for g in groups if run(g) != 0]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
