@@ -93,6 +93,9 @@ def prepare(group: str) -> Path:
         + f"only_mutate = {_toml_list(modules)}\n"
         + 'also_copy = ["harness/", "indexer/", "functions/", "knowledge/", "eval/", "widget/"]\n'
         + f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n"
+        # Chroma's native runtime does not survive a fork of a process that has used it:
+        # workers forked from the stats run hang, so each is forked from a clean server.
+        + 'process_isolation = "forkserver"\n'
     )
     return target
 
