@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from harness.processes import ROOT, _stop_group, child_env
+from harness.processes import ROOT, spawn_announced, stop_group
 from harness.running import Running
 
 __all__ = ["DemoSiteProcess"]
@@ -22,27 +22,15 @@ class DemoSiteProcess(Running):
 
     def start(self) -> DemoSiteProcess:
         """Spawn it and read its URL from its first line."""
-        self.process = subprocess.Popen(
+        self.process, self.url = spawn_announced(
             [sys.executable, str(ROOT / "scripts" / "demo_site.py")]
             + ["--port", str(self.port), "--chat-url", self.chat_url],
-            env=child_env(),
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            start_new_session=True,
+            "the demo site",
         )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline().strip()
-        if not line.startswith("listening on "):
-            self.stop()
-            raise RuntimeError(f"the demo site did not start: {line!r}")
-        self.url = line.removeprefix("listening on ")
         return self
 
     def stop(self) -> None:
         """Stop the process."""
         if self.process is not None:
-            _stop_group(self.process)
+            stop_group(self.process)
             self.process = None

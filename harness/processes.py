@@ -20,6 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from chatbot.config import ENVIRONMENT_VARIABLES
@@ -65,7 +66,7 @@ def child_env(**overrides: str | int | float) -> dict[str, str]:
     }
 
 
-def _stop_group(process: subprocess.Popen, timeout: float = 10.0) -> None:
+def stop_group(process: subprocess.Popen, timeout: float = 10.0) -> None:
     """SIGTERM the process group we created for ``process``, SIGKILL it if it lingers."""
     if process.poll() is not None:
         return
@@ -81,6 +82,43 @@ def _stop_group(process: subprocess.Popen, timeout: float = 10.0) -> None:
         except ProcessLookupError:
             pass
         process.wait()
+
+
+def wait_listening(
+    process: subprocess.Popen, port: int, timeout: float, what: str, log: Callable[[], str]
+) -> None:
+    """Return once ``process`` accepts connections on ``port``; stop it if it never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited early:\n{log()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.01)
+    stop_group(process)
+    raise RuntimeError(f"{what} did not listen within {timeout}s:\n{log()}")
+
+
+def spawn_announced(command: list[str], what: str) -> tuple[subprocess.Popen, str]:
+    """Spawn a server that prints ``listening on <url>`` first; (its process, that URL)."""
+    process = subprocess.Popen(
+        command,
+        env=child_env(),
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline().strip()
+    if not line.startswith("listening on "):
+        stop_group(process)
+        raise RuntimeError(f"{what} did not start: {line!r}")
+    return process, line.removeprefix("listening on ")
 
 
 def descendants(pid: int) -> list[int]:
@@ -142,17 +180,8 @@ class FunctionProcess(Running):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.target} exited early:\n{self.log()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.01)
-        self.stop()
-        raise RuntimeError(f"{self.target} did not listen within {timeout}s:\n{self.log()}")
+        wait_listening(self.proc, self.port, timeout, self.target, self.log)
+        return self
 
     def wait_up(self, timeout: float = 60.0) -> float:
         """Poll until the server answers an HTTP request; returns seconds since the spawn."""
@@ -198,7 +227,7 @@ class FunctionProcess(Running):
     def stop(self) -> None:
         """Stop the arbiter and its workers."""
         if self.proc is not None:
-            _stop_group(self.proc)
+            stop_group(self.proc)
 
 
 class FakeGeminiProcess(Running):
@@ -223,28 +252,15 @@ class FakeGeminiProcess(Running):
 
     def start(self) -> FakeGeminiProcess:
         """Spawn it on a free port and read its URL from its first line."""
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "harness.fake_gemini", "--port", "0", *self.args],
-            env=child_env(),
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            start_new_session=True,
+        self.process, self.url = spawn_announced(
+            [sys.executable, "-m", "harness.fake_gemini", "--port", "0", *self.args], "fake Gemini"
         )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline().strip()
-        if not line.startswith("listening on "):
-            self.stop()
-            raise RuntimeError(f"fake Gemini did not start: {line!r}")
-        self.url = line.removeprefix("listening on ")
         return self
 
     def stop(self) -> None:
         """Stop the process."""
         if self.process is not None:
-            _stop_group(self.process)
+            stop_group(self.process)
             self.process = None
 
 

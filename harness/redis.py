@@ -8,12 +8,10 @@ Memorystore basic instance is after a failure.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 
-from harness.processes import _stop_group, free_port
+from harness.processes import free_port, stop_group, wait_listening
 from harness.running import Running
 
 __all__ = ["REDIS_SERVER", "RedisServer", "redis_server_missing"]
@@ -56,17 +54,8 @@ class RedisServer(Running):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited early:\n{self.log_path.read_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.01)
-        self.stop()
-        raise RuntimeError(f"redis-server did not listen within {timeout}s")
+        wait_listening(self.process, self.port, timeout, "redis-server", self.log_path.read_text)
+        return self
 
     def kill(self) -> None:
         """SIGKILL it, as a crash would: clients see their connections drop."""
@@ -78,5 +67,5 @@ class RedisServer(Running):
     def stop(self) -> None:
         """Stop it (SIGTERM, then SIGKILL)."""
         if self.process is not None:
-            _stop_group(self.process)
+            stop_group(self.process)
             self.process = None
