@@ -19,17 +19,10 @@ from pathlib import Path
 
 from bench.servers import bench_env, chat_server
 from bench.stats import summarize_ms
-from harness.demo_site import DemoSiteProcess
+from harness.demo_site import CHROMIUM_ARGS, DemoSiteProcess
 
 RUNS = 15
 QUICK_RUNS = 5
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # Sets window.__launcherPainted (performance.now()) in the frame after the launcher appears.
 PAINT_OBSERVER = """
 new MutationObserver((_, observer) => {

@@ -8,7 +8,16 @@ import sys
 from harness.processes import ROOT, spawn_announced, stop_group
 from harness.running import Running
 
-__all__ = ["DemoSiteProcess"]
+__all__ = ["CHROMIUM_ARGS", "DemoSiteProcess"]
+# Debian's Chromium as Playwright launches it for the widget (tests, bench, screenshot): no
+# sandbox (root), and none of the background traffic this machine's closed network refuses.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 class DemoSiteProcess(Running):

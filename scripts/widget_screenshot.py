@@ -17,12 +17,11 @@ sys.path.insert(0, str(ROOT))
 from chatbot.answering.embeddings import OnnxEmbedder  # noqa: E402
 from chatbot.bucket.publishing import publish  # noqa: E402
 from chatbot.bucket.storage import LocalStorage  # noqa: E402
-from harness.demo_site import DemoSiteProcess  # noqa: E402
+from harness.demo_site import CHROMIUM_ARGS, DemoSiteProcess  # noqa: E402
 from harness.processes import CHAT_SOURCE, FunctionProcess, free_port  # noqa: E402
 from indexer.build import build_from_folder  # noqa: E402
 
 QUESTION = "What is the day rate for a senior consultant?"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update"]
 
 
 def shoot(out: Path, scratch: Path) -> None:

@@ -6,9 +6,11 @@ test sees exactly what the edge adds and nothing the chat service does.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
+from collections.abc import Iterator
 
 import flask
 import pytest
@@ -298,25 +300,35 @@ def test_clients_behind_trusted_proxies_are_counted_by_their_forwarded_address()
     assert c.get("/slow-down", headers={"X-Forwarded-For": "203.0.113.2"}).status_code == 200
 
 
-def test_the_request_context_carries_the_request_id_and_trace():
-    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
-    lines = io.StringIO()
-    handler = logging.StreamHandler(lines)  # formats while the request is served
+@contextlib.contextmanager
+def router_json_lines() -> Iterator[list[dict]]:
+    """The router's log lines as JSON, formatted while each request is served (in its
+    context); the list fills when the block ends."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
     handler.setFormatter(JsonFormatter(None))
     router_logger = logging.getLogger("chatbot.web.router")
-    router_logger.addHandler(handler)
     old_level = router_logger.level
+    router_logger.addHandler(handler)
     router_logger.setLevel(logging.INFO)
+    lines: list[dict] = []
     try:
+        yield lines
+    finally:
+        router_logger.removeHandler(handler)
+        router_logger.setLevel(old_level)
+        lines += [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_the_request_context_carries_the_request_id_and_trace():
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    with router_json_lines() as lines:
         client().get(
             "/hello",
             headers={"X-Request-Id": "req-42", "traceparent": f"00-{trace}-00f067aa0ba902b7-01"},
         )
-    finally:
-        router_logger.removeHandler(handler)
-        router_logger.setLevel(old_level)
-    line = json.loads(lines.getvalue().splitlines()[-1])
-    assert line["request_id"] == "req-42" and line["logging.googleapis.com/trace"] == trace
+    assert lines[-1]["request_id"] == "req-42"
+    assert lines[-1]["logging.googleapis.com/trace"] == trace
 
 
 def test_the_summary_line_reports_latency_in_milliseconds_rounded(caplog, monkeypatch):
@@ -420,16 +432,6 @@ def test_latency_is_rounded_to_hundredths_of_a_millisecond(caplog, monkeypatch):
 
 
 def test_a_streams_summary_line_is_logged_in_its_request_context():
-    lines = io.StringIO()
-    handler = logging.StreamHandler(lines)
-    handler.setFormatter(JsonFormatter(None))
-    router_logger = logging.getLogger("chatbot.web.router")
-    router_logger.addHandler(handler)
-    old_level = router_logger.level
-    router_logger.setLevel(logging.INFO)
-    try:
+    with router_json_lines() as lines:
         client().post("/stream", headers={"X-Request-Id": "stream-7"}).get_data()
-    finally:
-        router_logger.removeHandler(handler)
-        router_logger.setLevel(old_level)
-    assert json.loads(lines.getvalue().splitlines()[-1])["request_id"] == "stream-7"
+    assert lines[-1]["request_id"] == "stream-7"

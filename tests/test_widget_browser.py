@@ -23,7 +23,7 @@ import pytest
 from chatbot.bucket.publishing import publish
 from chatbot.bucket.storage import LocalStorage
 from chatbot.errors import FRIENDLY_GENERATION_ERROR
-from harness.demo_site import DemoSiteProcess
+from harness.demo_site import CHROMIUM_ARGS, DemoSiteProcess
 from harness.fake_gemini import STREAM, answer
 from harness.processes import CHAT_SOURCE, FunctionProcess, free_port
 
@@ -33,13 +33,6 @@ pytestmark = pytest.mark.skipif(
 )
 sync_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 QUESTION = "What is the day rate for a senior consultant?"
 HOSTILE_CSS = """
 *, *::before, *::after { all: unset; }
