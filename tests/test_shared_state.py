@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import socket
 import threading
 import time
 
 import pytest
 import redis
+import trustme
 
 from chatbot.answering.answerers import Answer
 from chatbot.answering.cache import AnswerCache
@@ -26,6 +29,7 @@ from chatbot.shared_state.answers import PREFIX
 from chatbot.shared_state.link import BACKOFF_CAP_SECONDS
 from chatbot.web.ratelimit import RateLimiter
 from harness.processes import free_port
+from harness.redis import RedisServer, redis_server_missing
 
 
 def link_to(url: str, timeout_ms: int = 50, clock=time.monotonic) -> RedisLink:
@@ -71,15 +75,46 @@ def test_a_dead_redis_fails_fast_warns_once_backs_off_and_recovers(redis_server,
         link.call(ping)
     assert len(calls) == 2
     clock.now += 0.6  # the backoff doubled to 1 s
-    with pytest.raises(SharedStateDown):
+    with pytest.raises(SharedStateDown, match="retrying after a backoff"):
         link.call(ping)
     assert len(calls) == 2
+    clock.now += 0.4  # exactly 1 s after the probe: the next one may go
+    with pytest.raises(SharedStateDown, match="Redis call failed: .*Connection refused"):
+        link.call(ping)
+    assert len(calls) == 3
     redis_server.start()
     clock.now += BACKOFF_CAP_SECONDS
     assert link.call(ping) is True and link.up is True
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2, warnings
-    assert "unreachable" in warnings[0] and "answers again" in warnings[1]
+    # The operator's alerts match these two lines; the first names the cause.
+    assert re.fullmatch(
+        r"Redis is unreachable \(.*Connection refused.*\): rate limits and cache fall back "
+        r"to this instance's memory until it answers again",
+        warnings[0],
+    ), warnings[0]
+    assert warnings[1] == (
+        "Redis answers again: rate limits and cache are shared by the fleet again"
+    )
+
+
+def test_while_one_request_probes_the_others_keep_to_memory(redis_server):
+    clock = Clock()
+    link = link_to(redis_server.url, clock=clock)
+    redis_server.kill()
+    assert link.check() is False
+    clock.now += 0.5
+    others: list = []
+
+    def probe(client):
+        # Another request arrives while this probe is on its way: it does not call Redis.
+        with pytest.raises(SharedStateDown, match="retrying after a backoff"):
+            link.call(lambda c: others.append(1))
+        raise redis.ConnectionError("still down")
+
+    with pytest.raises(SharedStateDown):
+        link.call(probe)
+    assert others == []
 
 
 def test_the_backoff_is_capped(redis_server):
@@ -92,6 +127,83 @@ def test_the_backoff_is_capped(redis_server):
     clock.now += BACKOFF_CAP_SECONDS  # never more than the cap between two tries
     assert link.check() is False
     assert link._backoff == BACKOFF_CAP_SECONDS
+
+
+class Listener:
+    """A TCP port that accepts connections and never speaks Redis: it counts them and
+    either closes each at once or holds it silent."""
+
+    def __init__(self, *, close: bool) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self.close = close
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+            if self.close:
+                conn.close()
+
+    def shut(self) -> None:
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+def test_a_redis_that_drops_the_connection_is_tried_once_per_request():
+    listener = Listener(close=True)
+    try:
+        link = link_to(f"redis://127.0.0.1:{listener.port}/0")
+        with pytest.raises(SharedStateDown):
+            link.call(lambda c: c.ping())
+        assert len(listener.accepted) == 1  # no client-side retries: the link's backoff rules
+    finally:
+        listener.shut()
+
+
+def test_a_silent_redis_is_given_up_on_after_redis_timeout_ms():
+    listener = Listener(close=False)
+    try:
+        link = open_link(
+            Settings.from_env(
+                {"REDIS_URL": f"redis://127.0.0.1:{listener.port}/0", "REDIS_TIMEOUT_MS": "250"}
+            )
+        )
+        assert link is not None
+        options = link.client.connection_pool.connection_kwargs
+        assert (options["socket_timeout"], options["socket_connect_timeout"]) == (0.25, 0.25)
+        with pytest.raises(SharedStateDown, match="Timeout"):
+            link.call(lambda c: c.ping())
+        assert len(listener.accepted) == 1
+    finally:
+        listener.shut()
+
+
+def test_rediss_trusts_redis_ca_cert_and_nothing_else(tmp_path):
+    missing = redis_server_missing()
+    if missing is not None:
+        pytest.skip(missing)
+    ca = trustme.CA()
+    served = ca.issue_cert("127.0.0.1")  # Memorystore is reached by its IP address
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    served.cert_chain_pems[0].write_to_path(cert)
+    served.private_key_pem.write_to_path(key)
+    with RedisServer(tmp_path / "redis.log", tls=(cert, key)) as server:
+        ca_pem = ca.cert_pem.bytes().decode()
+        trusted = open_link(Settings.from_env({"REDIS_URL": server.url, "REDIS_CA_CERT": ca_pem}))
+        assert trusted is not None and trusted.call(lambda c: c.set("k", "v")) is True
+        other_ca = trustme.CA().cert_pem.bytes().decode()
+        for env in ({"REDIS_CA_CERT": other_ca}, {}):  # a stranger's CA; the system's CAs
+            untrusted = open_link(Settings.from_env({"REDIS_URL": server.url, **env}))
+            assert untrusted is not None
+            with pytest.raises(SharedStateDown, match="CERTIFICATE_VERIFY_FAILED"):
+                untrusted.call(lambda c: c.get("k"))
 
 
 # -- rate limits -------------------------------------------------------------------------------
@@ -239,6 +351,67 @@ def test_a_flight_whose_fleet_lookup_fails_is_ended_not_left_to_block_the_next(r
     shared.lookup = lambda key: None
     value, flight, leads = cache.begin("v:0:q")  # leads: no flight left over to wait for
     assert flight is not None and leads
+
+
+def test_answers_expire_after_the_cache_ttl_and_flights_after_their_patience(redis_server):
+    shared = SharedAnswers(link_to(redis_server.url), 60)
+    client = redis.Redis.from_url(redis_server.url)
+    token = shared.claim("v:0:q", 2.5)
+    assert token is not None and shared.claim("v:0:q", 2.5) is None
+    assert 2000 < client.pttl(f"{PREFIX}flight:v:0:q") <= 2500  # a dead leader frees it
+    assert shared.claim("v:0:long", 1000.0) is not None
+    assert 999_000 < client.pttl(f"{PREFIX}flight:v:0:long") <= 1_000_000
+    shared.store("v:0:q", {"text": "a"}, token)
+    assert 55 < client.ttl(f"{PREFIX}answer:v:0:q") <= 60
+    assert client.exists(f"{PREFIX}flight:v:0:q") == 0  # the flight ended with the answer
+
+
+def test_a_follower_gets_the_answer_its_leader_stores_counted_as_a_hit(redis_server):
+    shared = SharedAnswers(link_to(redis_server.url), 60)
+    leader = SharedAnswers(link_to(redis_server.url), 60)
+    token = leader.claim("v:0:q", 10.0)
+    threading.Timer(0.1, lambda: leader.store("v:0:q", {"text": "led"}, token)).start()
+    assert shared.wait("v:0:q", 5.0) == {"text": "led"}
+    assert (shared.stats()["hits"], shared.stats()["misses"]) == (1, 1)
+
+
+def test_no_patience_means_no_waiting_and_no_round_trip(redis_server):
+    link = link_to(redis_server.url)
+    shared = SharedAnswers(link, 60, clock=lambda: 5.0)  # time stands still
+    shared.store("v:0:q", {"text": "there"}, None)
+    calls: list = []
+    real_call = link.call
+    link.call = lambda operation: calls.append(operation) or real_call(operation)
+    assert shared.wait("v:0:q", 0.0) is None
+    assert calls == []
+
+
+def test_an_undecodable_answer_is_logged_with_its_key_and_error(redis_server, caplog):
+    shared = SharedAnswers(link_to(redis_server.url), 60)
+    client = redis.Redis.from_url(redis_server.url)
+    client.set(f"{PREFIX}answer:v:0:bad", "{not json")
+    client.set(f"{PREFIX}flight:v:0:worse", "someone", px=10_000)
+    client.set(f"{PREFIX}answer:v:0:worse", "[unclosed")
+    caplog.set_level(logging.WARNING, logger="chatbot.shared_state.answers")
+    assert shared.lookup("v:0:bad") is None
+    assert shared.wait("v:0:worse", 5.0) is None
+    messages = [r.getMessage() for r in caplog.records]
+    for key in ("v:0:bad", "v:0:worse"):
+        assert any(
+            m.startswith(f"Ignoring an undecodable cached answer {PREFIX}answer:{key}: ")
+            and "JSONDecodeError" in m
+            for m in messages
+        ), messages
+    assert shared.stats()["hits"] == 0  # neither counted as a hit
+
+
+def test_the_hit_rate_is_hits_over_lookups(redis_server):
+    shared = SharedAnswers(link_to(redis_server.url), 60)
+    assert shared.stats() == {"hits": 0, "misses": 0, "hit_rate": 0.0, "epoch": 0}
+    redis.Redis.from_url(redis_server.url).mset(
+        {f"{PREFIX}cache:hits": 1, f"{PREFIX}cache:misses": 2}
+    )
+    assert shared.stats() == {"hits": 1, "misses": 2, "hit_rate": 0.3333, "epoch": 0}
 
 
 def test_the_epoch_is_only_ever_raised(redis_server):
