@@ -51,9 +51,10 @@ bench: venv
 bench-quick: venv
 	$(PY) -m bench --quick
 
-# Not part of `make test` (tens of minutes on 2 cores); docs/testing.md has the last score.
+# Not part of `make test` (hours on 2 cores; GROUPS="cache restore" runs some, and the
+# report keeps the others' last results); docs/testing.md has the last score.
 mutation: venv
-	$(PY) scripts/mutation.py
+	$(PY) scripts/mutation.py $(GROUPS)
 	$(PY) scripts/mutation_report.py
 
 package: venv

@@ -5,7 +5,12 @@ repository (build/mutation/<group>/, tracked files only) with a [tool.mutmut] se
 that group's modules and tests; mutmut then runs, for each mutant, the tests of the group
 that reach the mutated function. The report (scripts/mutation_report.py) reads every group.
 
-    python scripts/mutation.py [GROUP ...]      # all groups by default
+    python scripts/mutation.py [GROUP ...]              # all groups by default
+    python scripts/mutation.py --survivors GROUP ...    # again, only what survived last time
+
+``--survivors`` refreshes the tests in a group's copy (the modules are left as mutated) and
+reruns only its mutants that were not killed: minutes instead of the group's half hour,
+after writing tests for them. A whole run of every group takes about 2.5 hours on 2 cores.
 """
 
 from __future__ import annotations
@@ -70,19 +75,24 @@ def _toml_list(items: list[str]) -> str:
     return "[" + ", ".join(f'"{item}"' for item in items) + "]"
 
 
-def prepare(group: str) -> Path:
-    """A fresh copy of the tracked files, configured for ``group``."""
-    modules, tests = GROUPS[group]
-    target = WORK / group
-    shutil.rmtree(target, ignore_errors=True)
+def copy_tracked(target: Path, under: tuple[str, ...] = ()) -> None:
+    """Copy the tracked files (those ``under`` these folders, if given) into ``target``."""
     tracked = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True
+        ["git", "ls-files", "-z", *under], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split("\0")
     for name in filter(None, tracked):
         source = ROOT / name
         if source.is_file():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / name)
+
+
+def prepare(group: str) -> Path:
+    """A fresh copy of the tracked files, configured for ``group``."""
+    modules, tests = GROUPS[group]
+    target = WORK / group
+    shutil.rmtree(target, ignore_errors=True)
+    copy_tracked(target)
     pyproject = target / "pyproject.toml"
     text = pyproject.read_text()
     text = text[: text.index("[tool.mutmut]")] if "[tool.mutmut]" in text else text
@@ -100,12 +110,32 @@ def prepare(group: str) -> Path:
     return target
 
 
-def run(group: str) -> int:
-    target = prepare(group)
+def not_killed(target: Path) -> list[str]:
+    """The mutants of a group's last run that its tests did not kill."""
+    results = subprocess.run(
+        [str(MUTMUT), "results"], cwd=target, capture_output=True, text=True, check=True
+    ).stdout
+    return [line.split(":")[0].strip() for line in results.splitlines() if ": " in line]
+
+
+def run(group: str, survivors: bool = False) -> int:
+    target = WORK / group
+    if not survivors:
+        prepare(group)
+        names = []
+    elif not (target / "mutants").is_dir():
+        print(f"{group}: no earlier run to take the survivors of", file=sys.stderr)
+        return 1
+    else:
+        copy_tracked(target, ("tests", "harness"))
+        names = not_killed(target)
+        if not names:
+            print(f"{group}: no survivors", flush=True)
+            return 0
     started = time.monotonic()
     with open(target / "mutmut.log", "w") as log:
         code = subprocess.run(
-            [str(MUTMUT), "run"],
+            [str(MUTMUT), "run", *names],
             cwd=target,
             env={**os.environ, "PYTHONPATH": str(target)},
             stdout=log,
@@ -116,12 +146,13 @@ def run(group: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    groups = argv or list(GROUPS)
+    survivors = "--survivors" in argv
+    groups = [a for a in argv if a != "--survivors"] or list(GROUPS)
     unknown = [g for g in groups if g not in GROUPS]
     if unknown:
         print(f"unknown group(s) {unknown}; known: {', '.join(GROUPS)}", file=sys.stderr)
         return 2
-    failed = [g for g in groups if run(g) != 0]
+    failed = [g for g in groups if run(g, survivors) != 0]
     return 1 if failed else 0
 
 

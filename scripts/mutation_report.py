@@ -11,6 +11,11 @@ A mutant that makes its tests hang past mutmut's timeout was caught (the suite w
 it counts as killed; a mutant no test reaches ("no tests") counts against the score.
 
 A listed equivalent that no longer survives is reported too, so the list does not rot.
+
+A whole run takes hours on 2 cores, so the results are kept: docs/mutation-results.json
+holds, per group, when it was measured, its counts per module and its survivors (with the
+line each writes). The groups found under build/mutation/ replace their entries there; the
+others keep theirs, so running one group (`make mutation GROUPS=cache`) updates the page.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -26,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "build" / "mutation"
 EQUIVALENTS = ROOT / "scripts" / "mutation-equivalents.json"
 OUT = ROOT / "docs" / "mutation.md"
+RECORD = ROOT / "docs" / "mutation-results.json"
 MUTMUT = Path(sys.executable).parent / "mutmut"
 TARGET = 0.90
 _NAME = re.compile(r"^\s*(?P<name>\S+): (?P<status>.+)$")
@@ -39,14 +46,34 @@ def mutmut(group: Path, *args: str) -> str:
     ).stdout
 
 
-def statuses() -> dict[str, tuple[Path, str]]:
-    """Every mutant of every group run: name -> (its group's directory, status)."""
-    out = {}
-    for group in sorted(p for p in WORK.iterdir() if (p / "mutants").is_dir()):
-        for line in mutmut(group, "results", "--all", "true").splitlines():
-            if match := _NAME.match(line):
-                out[match["name"]] = (group, match["status"])
-    return out
+def measured(group: Path) -> dict:
+    """One group's record from its mutmut run: counts per module, survivors with their line."""
+    modules: dict[str, Counter] = defaultdict(Counter)
+    survivors = {}
+    for line in mutmut(group, "results", "--all", "true").splitlines():
+        if not (match := _NAME.match(line)):
+            continue
+        name, status = match["name"], match["status"]
+        parts = _PARTS.match(name)
+        modules[parts["module"] if parts else name][status] += 1
+        if status not in ("killed", "timeout", "not checked"):  # an unfinished run: not shown
+            survivors[name] = {"status": status, "mutated": mutated_line(group, name)}
+    when = (group / "mutants" / "mutmut-stats.json").stat().st_mtime
+    return {
+        "measured": time.strftime("%Y-%m-%d", time.gmtime(when)),
+        "modules": {module: dict(sorted(c.items())) for module, c in sorted(modules.items())},
+        "survivors": dict(sorted(survivors.items())),
+    }
+
+
+def update_record() -> dict:
+    """The kept record, with every group run under build/mutation/ measured afresh."""
+    record = json.loads(RECORD.read_text()) if RECORD.exists() else {}
+    if WORK.is_dir():
+        for group in sorted(p for p in WORK.iterdir() if (p / "mutants").is_dir()):
+            record[group.name] = measured(group)
+    RECORD.write_text(json.dumps(dict(sorted(record.items())), indent=1, ensure_ascii=False) + "\n")
+    return record
 
 
 def mutated_line(group: Path, name: str) -> str:
@@ -58,8 +85,8 @@ def mutated_line(group: Path, name: str) -> str:
 
 
 def main() -> int:
-    found = statuses() if WORK.is_dir() else {}
-    if not found:
+    record = update_record()
+    if not record:
         print("no mutmut results: run `make mutation` first", file=sys.stderr)
         return 1
     equivalents = json.loads(EQUIVALENTS.read_text())
@@ -67,14 +94,15 @@ def main() -> int:
     unexplained: list[tuple[str, str]] = []
     explained: list[tuple[str, str, str]] = []
     used: set[int] = set()
-    for name, (group, status) in sorted(found.items()):
+    for group in record.values():
+        for module, statuses in group["modules"].items():
+            counts[module].update(statuses)
+    survivors = {name: s for group in record.values() for name, s in group["survivors"].items()}
+    for name, survivor in sorted(survivors.items()):
         parts = _PARTS.match(name)
         module = parts["module"] if parts else name
         function = parts["function"].replace("ǁ", ".") if parts else ""
-        counts[module][status] += 1
-        if status in ("killed", "timeout"):
-            continue
-        line = mutated_line(group, name)
+        status, line = survivor["status"], survivor["mutated"]
         reason = None
         for i, entry in enumerate(equivalents):
             if entry["function"] == function and entry["mutated"] == line:
@@ -86,7 +114,8 @@ def main() -> int:
         else:
             unexplained.append((name, f"{status}: {line}"))
     stale = [e for i, e in enumerate(equivalents) if i not in used]
-    OUT.write_text(render(counts, unexplained, explained, stale))
+    measured_on = {name: group["measured"] for name, group in sorted(record.items())}
+    OUT.write_text(render(counts, unexplained, explained, stale, measured_on))
     print(OUT.read_text())
     return 0
 
@@ -96,7 +125,7 @@ def score(c: Counter) -> float:
     return (c["killed"] + c["timeout"]) / max(1, total - c["equivalent"])
 
 
-def render(counts, unexplained, explained, stale) -> str:
+def render(counts, unexplained, explained, stale, measured_on) -> str:
     rows = [
         "# Mutation testing results",
         "",
@@ -104,7 +133,9 @@ def render(counts, unexplained, explained, stale) -> str:
         "against its own tests; scripts/mutation_report.py writes this page). How to read it and",
         "what it covers: docs/testing.md.",
         "",
-        "| module | mutants | killed | timeout | equivalent | other survivors | no tests | score |",
+        "Measured: " + ", ".join(f"{group} {day}" for group, day in measured_on.items()) + ".",
+        "",
+        "| module | mutants | killed | timeout | equivalent | survived | unreached | score |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     all_counts: Counter = Counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -12,6 +13,7 @@ from chatbot.bucket.control import (
     BUMP_ATTEMPTS,
     EPOCH_KEY,
     bump_epoch,
+    fleet_view,
     read_epoch,
     write_heartbeat,
 )
@@ -210,6 +212,77 @@ def test_fleet_stats_totals_live_instances_and_leaves_dead_ones_out(admin_client
     # Reading the view never deletes: the bucket's lifecycle rule expires old heartbeats.
     assert "pruned" not in body
     assert bucket.generation(heartbeat_key("gone")) is not None
+
+
+def test_odd_heartbeats_count_as_zero_or_are_skipped_naming_the_object(
+    admin_client, bucket, caplog
+):
+    now = time.time()
+    for instance, cache in (
+        ("counted", {"hits": 4, "misses": 1, "valid_entries": 7}),
+        ("no-counters", {}),
+        ("odd-counters", {"hits": True, "misses": "3", "valid_entries": 2.5}),
+    ):
+        write_heartbeat(
+            bucket, instance, {"instance_id": instance, "written_at_epoch_s": now, "cache": cache}
+        )
+    write_heartbeat(
+        bucket, "cache-list", {"instance_id": "x", "written_at_epoch_s": now, "cache": []}
+    )
+    write_heartbeat(bucket, "no-time", {"instance_id": "no-time"})
+    caplog.set_level(logging.WARNING, logger="chatbot.bucket.control")
+
+    body = admin_client()("GET", "/cache/stats").get_json()
+    assert [i["instance_id"] for i in body["instances"]] == [
+        "counted",
+        "no-counters",
+        "odd-counters",
+    ]
+    assert body["totals"] == {
+        "instances": 3,
+        "entries": 7,
+        "hits": 4,
+        "misses": 1,
+        "hit_rate": 0.8,
+    }
+    # Only heartbeats are read (the bucket's manifests are JSON too), and each unreadable one
+    # is named with what is wrong with it.
+    assert sorted(r.getMessage() for r in caplog.records) == [
+        "Ignoring unreadable heartbeat control/instances/cache-list.json: "
+        "TypeError('cache is not an object')",
+        "Ignoring unreadable heartbeat control/instances/no-time.json: "
+        "KeyError('written_at_epoch_s')",
+    ]
+
+
+def test_the_fleet_view_splits_fresh_stale_and_forgotten_instances(tmp_path):
+    storage = LocalStorage(tmp_path / "bucket")
+    now = 1_000_000.0  # heartbeats every 100 s: fresh within 300 s, forgotten after 6000 s
+
+    def beat(key: str, instance_id: str, age: float, epoch: int = 2) -> None:
+        body = {"instance_id": instance_id, "snapshot": f"v-{key}", "written_at": f"at-{key}"}
+        body.update(written_at_epoch_s=now - age, epoch=epoch, cache={"hits": 1})
+        write_heartbeat(storage, key, body)
+
+    # The objects' names sort otherwise than the instances' ids and ages, on purpose.
+    beat("a", "zeta", -5.0)  # a clock ahead of ours: age 0, not negative
+    beat("b", "alpha", 300.0, epoch=1)  # exactly 3 intervals: still fresh; an older epoch
+    beat("c", "mu", 12.34)
+    beat("d", "late", 6000.0)  # exactly the forget-after age: still listed, as stale
+    beat("e", "lost", 6000.5)  # older: not listed at all
+    beat("f", "quiet", 300.5)
+    for _ in range(2):
+        bump_epoch(storage)
+
+    view = fleet_view(storage, now=now, heartbeat_seconds=100.0)
+    fresh = [(i["instance_id"], i["age_seconds"], i["epoch_applied"]) for i in view["instances"]]
+    assert fresh == [("alpha", 300.0, False), ("mu", 12.3, True), ("zeta", 0.0, True)]
+    assert view["stale_instances"] == [
+        {"instance_id": "quiet", "snapshot": "v-f", "written_at": "at-f", "age_seconds": 300.5},
+        {"instance_id": "late", "snapshot": "v-d", "written_at": "at-d", "age_seconds": 6000.0},
+    ]
+    assert view["fresh_within_seconds"] == 300.0
+    assert view["totals"]["hits"] == 3 and view["epoch"] == 2
 
 
 # -- snapshots ---------------------------------------------------------------------------------

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import time
+from datetime import UTC, datetime
 
 import pytest
 
@@ -12,12 +15,12 @@ from chatbot.answering.retrieval import KnowledgeIndex
 from chatbot.answering.service import ChatService
 from chatbot.bucket.control import EPOCH_KEY, bump_epoch
 from chatbot.bucket.following import COLD_START_ATTEMPTS, COLD_START_BACKOFF, BucketFollower
-from chatbot.bucket.layout import read_latest
+from chatbot.bucket.layout import heartbeat_key, read_latest
 from chatbot.bucket.serving import SnapshotServer
 from chatbot.bucket.storage import LocalStorage
 from chatbot.config import Settings
-from chatbot.errors import NotReady, StorageError
-from tests.publishing import point_latest, publish_copy
+from chatbot.errors import NotReady, SnapshotUnavailable, StorageError
+from tests.publishing import corrupt_archive, point_latest, publish_copy
 
 QUESTION = "What services do you offer?"
 
@@ -239,3 +242,169 @@ def test_an_answer_begun_before_a_clear_is_not_served_after_it(make_service, buc
     assert leads
     service.cache.end(before, flight, first.answer)
     assert service.chat(QUESTION).cached is False
+
+
+# -- the follower alone: a clock of its own, no chat service ---------------------------------
+
+
+def follower_of(storage, embedder, tmp_path, clock, **kwargs) -> BucketFollower:
+    server = SnapshotServer(
+        storage, tmp_path / "snap", fingerprint=embedder.fingerprint, open_index=KnowledgeIndex
+    )
+    kwargs.setdefault("heartbeat_seconds", 60)
+    return BucketFollower(server, poll_seconds=10, clock=clock, **kwargs)
+
+
+def polled(follower: BucketFollower) -> None:
+    """The request's side of a poll, then the rest of its round (off the request's path)."""
+    follower.maybe_poll()
+    if follower._poller is not None:
+        follower._poller.join(60)
+
+
+def test_a_request_past_the_interval_polls_loads_latest_and_heartbeats_on_its_own_clock(
+    bucket, embedder, built_snapshot, tmp_path
+):
+    clock = Clock()
+    epochs: list[int] = []
+    follower = follower_of(
+        bucket,
+        embedder,
+        tmp_path,
+        clock,
+        instance_id="chat-1",
+        stats=lambda: {"hits": 7},
+        on_epoch_change=epochs.append,
+    )
+    follower.ensure_ready()  # the cold start counts as a poll
+    v1 = follower.server.live.version
+    v2 = publish_copy(bucket, built_snapshot, v1 + "-v2", tmp_path / "v2")
+    bump_epoch(bucket)
+    clock.now += 9.9
+    polled(follower)
+    assert follower._poller is None and follower.server.live.version == v1  # not yet
+    clock.now += 0.1  # exactly CONTROL_POLL_SECONDS later
+    polled(follower)
+    assert follower.server.live.version == v2 and follower.epoch == 1 and epochs == [1]
+    raw, first = bucket.read(heartbeat_key("chat-1"))
+    beat = json.loads(raw)
+    assert {k: beat[k] for k in ("instance_id", "snapshot", "epoch", "cache", "refused")} == {
+        "instance_id": "chat-1",
+        "snapshot": v2,
+        "epoch": 1,
+        "cache": {"hits": 7},
+        "refused": {},
+    }
+    assert abs(beat["written_at_epoch_s"] - time.time()) < 600
+    written_at = datetime.fromisoformat(beat["written_at"])
+    assert written_at.tzinfo == UTC
+    assert abs(written_at.timestamp() - beat["written_at_epoch_s"]) < 2
+    clock.now += 50  # polled again, but the heartbeat is 50 s old: not written again
+    polled(follower)
+    assert bucket.generation(heartbeat_key("chat-1")) == first
+    clock.now += 10  # 60 s: HEARTBEAT_SECONDS
+    polled(follower)
+    assert bucket.generation(heartbeat_key("chat-1")) != first
+    assert epochs == [1]  # the epoch did not move again
+
+
+class Stuck(LocalStorage):
+    """A bucket whose reads hang until released, counting them."""
+
+    def __init__(self, root) -> None:
+        super().__init__(root)
+        self.release = threading.Event()
+        self.reads = 0
+
+    def read(self, key):
+        self.reads += 1
+        self.release.wait(60)
+        return super().read(key)
+
+
+def test_a_hanging_bucket_delays_a_request_at_most_the_check_budget_and_one_poll_runs(
+    bucket, embedder, tmp_path
+):
+    clock = Clock()
+    follower = follower_of(bucket, embedder, tmp_path, clock)
+    follower.ensure_ready()
+    stuck = Stuck(bucket.root)
+    follower.storage = stuck
+    clock.now += 10
+    follower.maybe_poll()  # returns after CHECK_BUDGET_SECONDS with the read still hanging
+    poller = follower._poller
+    assert poller is not None and poller.is_alive() and stuck.reads == 1
+    clock.now += 10
+    follower.maybe_poll()  # the first poll is still on its way: no second one
+    assert follower._poller is poller and stuck.reads == 1
+    stuck.release.set()
+    poller.join(60)
+    clock.now += 10
+    polled(follower)
+    assert stuck.reads > 2  # a new round once the old one ended
+
+
+def test_a_cold_start_retries_storage_errors_with_growing_naps_and_says_why(
+    bucket, embedder, tmp_path, caplog
+):
+    storage = Flaky(bucket.root)
+    storage.down = True
+    clock = Clock()
+    naps: list[float] = []
+    follower = follower_of(storage, embedder, tmp_path, clock, sleep=naps.append)
+    with caplog.at_level(logging.WARNING, logger="chatbot.bucket.following"):
+        with pytest.raises(SnapshotUnavailable) as refused:
+            follower.ensure_ready()
+    assert naps == [0.2, 0.4]
+    assert (
+        refused.value.reason
+        == follower.not_ready_reason
+        == (f"cannot read the snapshot store: {storage.uri}: ConnectionError: connection refused")
+    )
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[:3] == [
+        f"Snapshot store unreachable (attempt {n}/3): "
+        f"{storage.uri}: ConnectionError: connection refused"
+        for n in (1, 2, 3)
+    ]
+    assert messages[3] == (
+        f"No snapshot can be served: {storage.uri}: ConnectionError: connection refused"
+    )
+    storage.down = False
+    clock.now += COLD_START_BACKOFF - 0.01
+    with pytest.raises(SnapshotUnavailable):
+        follower.ensure_ready()
+    clock.now += 0.01  # exactly COLD_START_BACKOFF after the failure
+    follower.ensure_ready()
+    assert follower.server.live is not None
+
+
+def test_a_refused_snapshot_is_not_retried_and_an_unexpected_crash_is_a_503(
+    bucket, embedder, tmp_path, caplog
+):
+    storage = Flaky(bucket.root)
+    corrupt_archive(bucket, read_latest(bucket).require())
+    clock = Clock()
+    naps: list[float] = []
+    follower = follower_of(storage, embedder, tmp_path, clock, sleep=naps.append)
+    with pytest.raises(SnapshotUnavailable, match="integrity check"):
+        follower.ensure_ready()
+    assert naps == [] and "failed its integrity check" in follower.not_ready_reason
+
+    class Crashing(LocalStorage):
+        def read(self, key):
+            raise RuntimeError("client bug")
+
+    crashing = follower_of(
+        Crashing(bucket.root), embedder, tmp_path / "c", clock, sleep=naps.append
+    )
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="chatbot.bucket.following"):
+        with pytest.raises(SnapshotUnavailable):
+            crashing.ensure_ready()
+    assert naps == []
+    assert crashing.not_ready_reason == "cannot load a snapshot: RuntimeError('client bug')"
+    assert [r.getMessage() for r in caplog.records] == [
+        "Cold start failed unexpectedly",
+        "No snapshot can be served: cannot load a snapshot: RuntimeError('client bug')",
+    ]
