@@ -122,9 +122,12 @@ def test_a_storage_outage_during_polls_never_reaches_a_visitor(
         result = service.chat(QUESTION, use_cache=False)
     assert result.snapshot == v1 and result.answer.sources
     messages = [r.getMessage() for r in caplog.records]
-    assert any("Could not read the cache epoch" in m for m in messages)
-    assert any("Snapshot poll failed" in m for m in messages)
-    assert any("Could not write the heartbeat" in m for m in messages)
+    why = f"{storage.uri}: ConnectionError: connection refused"
+    assert messages == [
+        f"Could not read the cache epoch: {why}",
+        f"Snapshot poll failed: {why}",
+        f"Could not write the heartbeat: {why}",
+    ]
     # Storage is back: the next poll catches up with what was published meanwhile.
     storage.down = False
     v2 = publish_copy(bucket, built_snapshot, v1 + "-v2", tmp_path / "v2")
@@ -334,6 +337,8 @@ def test_a_hanging_bucket_delays_a_request_at_most_the_check_budget_and_one_poll
     follower.maybe_poll()  # returns after CHECK_BUDGET_SECONDS with the read still hanging
     poller = follower._poller
     assert poller is not None and poller.is_alive() and stuck.reads == 1
+    # A daemon, so a hung poll never keeps the process from exiting; named for thread dumps.
+    assert poller.daemon and poller.name == "snapshot-poll"
     clock.now += 10
     follower.maybe_poll()  # the first poll is still on its way: no second one
     assert follower._poller is poller and stuck.reads == 1
@@ -408,3 +413,31 @@ def test_a_refused_snapshot_is_not_retried_and_an_unexpected_crash_is_a_503(
         "Cold start failed unexpectedly",
         "No snapshot can be served: cannot load a snapshot: RuntimeError('client bug')",
     ]
+
+
+def test_a_version_loaded_meanwhile_is_not_loaded_again(bucket, embedder, tmp_path):
+    """The round read LATEST before a cold start loaded the same version: it keeps that one."""
+    follower = follower_of(bucket, embedder, tmp_path, Clock())
+    follower.ensure_ready()
+    live = follower.server.live
+    follower._catch_up(live.version)
+    assert follower.server.live is live
+
+
+def test_a_corrupt_new_version_is_refused_once_and_the_old_one_kept(
+    bucket, embedder, built_snapshot, tmp_path, caplog
+):
+    clock = Clock()
+    follower = follower_of(bucket, embedder, tmp_path, clock)
+    follower.ensure_ready()
+    v1 = follower.server.live.version
+    v2 = publish_copy(bucket, built_snapshot, v1 + "-v2", tmp_path / "v2")
+    corrupt_archive(bucket, v2)
+    with caplog.at_level(logging.WARNING, logger="chatbot.bucket.following"):
+        follower.poll()
+    assert follower.server.live.version == v1 and v2 in follower.server.refused
+    assert [r.getMessage() for r in caplog.records if r.name == "chatbot.bucket.following"] == [
+        f"Snapshot poll failed: snapshot {v2} failed its integrity check: "
+        + follower.server.refused[v2].split("integrity check: ", 1)[1]
+    ]
+    assert follower._check_control() is None  # refused: not wanted again
