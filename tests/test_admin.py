@@ -12,6 +12,7 @@ from chatbot.answering.service import ChatService
 from chatbot.bucket.control import (
     BUMP_ATTEMPTS,
     EPOCH_KEY,
+    MalformedEpoch,
     bump_epoch,
     fleet_view,
     read_epoch,
@@ -159,7 +160,7 @@ def test_a_clear_reaches_a_chat_instance_on_its_next_poll(admin_client, bucket, 
     assert service.chat(question).cached is False
 
 
-def test_concurrent_clears_are_not_lost(bucket):
+def test_concurrent_clears_are_not_lost(bucket, caplog):
     class Racing(LocalStorage):
         """Another admin bumps the epoch between our read and our write, once."""
 
@@ -172,8 +173,47 @@ def test_concurrent_clears_are_not_lost(bucket):
             return super().write(key, data, if_generation_match=if_generation_match)
 
     storage = Racing(bucket.root)
-    assert bump_epoch(storage) == 2  # ours landed after theirs instead of overwriting it
+    with caplog.at_level(logging.INFO, logger="chatbot.bucket.control"):
+        assert bump_epoch(storage) == 2  # ours landed after theirs instead of overwriting it
     assert read_epoch(bucket)[0] == 2
+    assert [r.getMessage() for r in caplog.records] == [
+        "Cache epoch changed under us (attempt 1/3)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        (b"", 0),
+        (b"\n", 0),
+        (b"0\n", 0),
+        (b"7\n", 7),
+        (b"-1\n", "control/cache-epoch holds a negative epoch -1"),
+        (b"\xe9t\xe9", "control/cache-epoch holds b'\\xe9t\\xe9', not an integer"),
+        (
+            b"9" * 30 + b"x" * 30,
+            "control/cache-epoch holds b'" + "9" * 30 + "x" * 10 + "', not an integer",
+        ),
+    ],
+)
+def test_the_epoch_object_is_a_non_negative_integer_or_malformed(bucket, raw, expected):
+    generation = bucket.write(EPOCH_KEY, raw)
+    if isinstance(expected, int):
+        assert read_epoch(bucket) == (expected, generation)
+    else:
+        with pytest.raises(MalformedEpoch) as malformed:
+            read_epoch(bucket)
+        assert str(malformed.value) == expected
+
+
+def test_a_malformed_epoch_is_replaced_by_the_next_clear(bucket, caplog):
+    bucket.write(EPOCH_KEY, b"banana\n")
+    with caplog.at_level(logging.WARNING, logger="chatbot.bucket.control"):
+        assert bump_epoch(bucket) == 1
+    assert read_epoch(bucket)[0] == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "Replacing a malformed cache epoch: control/cache-epoch holds b'banana\\n', not an integer"
+    ]
 
 
 def test_fleet_stats_totals_live_instances_and_leaves_dead_ones_out(admin_client, bucket, tmp_path):
@@ -261,7 +301,7 @@ def test_the_fleet_view_splits_fresh_stale_and_forgotten_instances(tmp_path):
 
     def beat(key: str, instance_id: str, age: float, epoch: int = 2) -> None:
         body = {"instance_id": instance_id, "snapshot": f"v-{key}", "written_at": f"at-{key}"}
-        body.update(written_at_epoch_s=now - age, epoch=epoch, cache={"hits": 1})
+        body.update(written_at_epoch_s=now - age, epoch=epoch, cache={"hits": 1, "misses": 2})
         write_heartbeat(storage, key, body)
 
     # The objects' names sort otherwise than the instances' ids and ages, on purpose.
@@ -282,7 +322,17 @@ def test_the_fleet_view_splits_fresh_stale_and_forgotten_instances(tmp_path):
         {"instance_id": "late", "snapshot": "v-d", "written_at": "at-d", "age_seconds": 6000.0},
     ]
     assert view["fresh_within_seconds"] == 300.0
-    assert view["totals"]["hits"] == 3 and view["epoch"] == 2
+    assert view["epoch"] == 2
+    assert (view["totals"]["hits"], view["totals"]["misses"]) == (3, 6)
+    assert view["totals"]["hit_rate"] == 0.3333
+    empty = fleet_view(LocalStorage(tmp_path / "empty"), now=now, heartbeat_seconds=100.0)
+    assert empty["totals"] == {
+        "instances": 0,
+        "entries": 0,
+        "hits": 0,
+        "misses": 0,
+        "hit_rate": 0.0,
+    }
 
 
 # -- snapshots ---------------------------------------------------------------------------------
@@ -427,6 +477,8 @@ def test_a_clear_that_loses_every_race_is_a_409_and_changes_nothing(bucket):
     client = serve(create_admin_app(settings, storage=storage)).test_client()
     response = client.delete("/cache", headers={"X-Admin-Token": TOKEN})
     assert response.status_code == 409
-    assert "Another writer changed the bucket meanwhile" in response.get_json()["error"]
+    error = response.get_json()["error"]
+    assert error.startswith("Another writer changed the bucket meanwhile")
+    assert error.endswith(f"({EPOCH_KEY} kept changing during {BUMP_ATTEMPTS} attempts)")
     assert storage.writes == BUMP_ATTEMPTS
     assert read_epoch(bucket)[0] == 100 + BUMP_ATTEMPTS  # only the other writer's bumps landed

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import threading
 import time
 from datetime import UTC, datetime
@@ -187,7 +189,9 @@ def test_a_malformed_epoch_is_a_warning_and_latest_is_still_followed(
         service.follower.poll()
     (warning,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert warning.levelname == "WARNING"
-    assert warning.getMessage().startswith("Ignoring the cache epoch: ")
+    assert warning.getMessage() == (
+        "Ignoring the cache epoch: control/cache-epoch holds b'banana\\n', not an integer"
+    )
     assert service.follower.epoch == 0
     assert service.chat(QUESTION).snapshot == v2
 
@@ -441,3 +445,42 @@ def test_a_corrupt_new_version_is_refused_once_and_the_old_one_kept(
         + follower.server.refused[v2].split("integrity check: ", 1)[1]
     ]
     assert follower._check_control() is None  # refused: not wanted again
+
+
+def test_a_crash_while_loading_a_new_version_is_logged_and_the_old_one_kept(
+    bucket, embedder, built_snapshot, tmp_path, caplog
+):
+    follower = follower_of(bucket, embedder, tmp_path, Clock())
+    follower.ensure_ready()
+    v1 = follower.server.live.version
+    publish_copy(bucket, built_snapshot, v1 + "-v2", tmp_path / "v2")
+
+    def load(version):
+        raise RuntimeError("a bug while loading")
+
+    follower.server.load = load
+    with caplog.at_level(logging.WARNING, logger="chatbot.bucket.following"):
+        follower.poll()
+    (crash,) = [r for r in caplog.records if r.name == "chatbot.bucket.following"]
+    assert crash.levelname == "ERROR" and crash.getMessage() == "Snapshot poll crashed"
+    assert isinstance(crash.exc_info[1], RuntimeError)
+    assert follower.server.live.version == v1
+
+
+def test_a_follower_without_options_names_itself_and_reports_an_empty_cache(
+    bucket, embedder, tmp_path, caplog
+):
+    server = SnapshotServer(
+        bucket, tmp_path / "snap", fingerprint=embedder.fingerprint, open_index=KnowledgeIndex
+    )
+    follower = BucketFollower(server, poll_seconds=10, heartbeat_seconds=0)
+    assert re.fullmatch(rf"{os.getpid()}-[0-9a-f]{{8}}", follower.instance_id)
+    bump_epoch(bucket)
+    with caplog.at_level(logging.INFO, logger="chatbot.bucket.following"):
+        polled(follower)  # a request before any cold start polls too
+    assert follower.epoch == 1
+    assert "Cache epoch moved 0 -> 1: dropping cached answers" in [
+        r.getMessage() for r in caplog.records
+    ]
+    beat = json.loads(bucket.read(heartbeat_key(follower.instance_id))[0])
+    assert beat["cache"] == {} and beat["snapshot"] == read_latest(bucket).version
