@@ -309,6 +309,24 @@ def test_an_answer_stored_just_before_the_flight_is_claimed_is_not_computed_agai
     assert redis.Redis.from_url(redis_server.url).exists(f"{PREFIX}flight:v:0:q") == 0
 
 
+def test_a_leader_that_stores_just_after_a_failed_claim_is_followed_not_recomputed(
+    redis_server,
+):
+    a, b = caches(redis_server.url)
+    assert a.shared is not None and b.shared is not None
+    b_token = b.shared.claim("v:0:q", 10.0)  # another instance leads
+    real_claim = a.shared.claim
+
+    def claim(key, seconds):
+        taken = real_claim(key, seconds)  # b still leads: a follows
+        b.shared.store(key, "b's answer", b_token)  # and b finishes at once
+        return taken
+
+    a.shared.claim = claim
+    assert a.get_or_compute("v:0:q", lambda: pytest.fail("recomputed")) == ("b's answer", True)
+    assert a.shared.link.up  # no failed call on the way
+
+
 def test_answers_come_from_memory_while_redis_is_down(redis_server):
     a, _ = caches(redis_server.url)
     a.get_or_compute("v:0:q", lambda: "kept")
