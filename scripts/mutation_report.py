@@ -46,22 +46,45 @@ def mutmut(group: Path, *args: str) -> str:
     ).stdout
 
 
-def measured(group: Path) -> dict:
-    """One group's record from its mutmut run: counts per module, survivors with their line."""
+def measured(group: Path, kept: dict | None) -> dict | None:
+    """One group's record from its mutmut run: counts per module, survivors with their line.
+
+    Mutants the run did not check (``--survivors`` runs only those that survived before)
+    keep their status from ``kept``, the group's earlier record; an unfinished run with no
+    earlier record is None (nothing to report yet).
+    """
+    statuses = {}
+    for line in mutmut(group, "results", "--all", "true").splitlines():
+        if match := _NAME.match(line):
+            statuses[match["name"]] = match["status"]
+    unchecked = "not checked" in statuses.values()
+    if unchecked and kept is None:
+        print(f"{group.name}: unfinished and never measured before: left out", file=sys.stderr)
+        return None
     modules: dict[str, Counter] = defaultdict(Counter)
     survivors = {}
-    for line in mutmut(group, "results", "--all", "true").splitlines():
-        if not (match := _NAME.match(line)):
-            continue
-        name, status = match["name"], match["status"]
+    if unchecked:
+        for module, counts in kept["modules"].items():
+            modules[module].update(counts)
+        survivors = dict(kept["survivors"])
+    for name, status in statuses.items():
+        if unchecked:
+            if status == "not checked":
+                continue
+            before = survivors.pop(name, {}).get("status", "killed")
+            module = _PARTS.match(name)["module"]
+            modules[module][before] -= 1
         parts = _PARTS.match(name)
         modules[parts["module"] if parts else name][status] += 1
-        if status not in ("killed", "timeout", "not checked"):  # an unfinished run: not shown
+        if status not in ("killed", "timeout"):
             survivors[name] = {"status": status, "mutated": mutated_line(group, name)}
     when = (group / "mutants" / "mutmut-stats.json").stat().st_mtime
     return {
         "measured": time.strftime("%Y-%m-%d", time.gmtime(when)),
-        "modules": {module: dict(sorted(c.items())) for module, c in sorted(modules.items())},
+        "modules": {
+            module: {status: n for status, n in sorted(c.items()) if n}
+            for module, c in sorted(modules.items())
+        },
         "survivors": dict(sorted(survivors.items())),
     }
 
@@ -71,7 +94,8 @@ def update_record() -> dict:
     record = json.loads(RECORD.read_text()) if RECORD.exists() else {}
     if WORK.is_dir():
         for group in sorted(p for p in WORK.iterdir() if (p / "mutants").is_dir()):
-            record[group.name] = measured(group)
+            if (entry := measured(group, record.get(group.name))) is not None:
+                record[group.name] = entry
     RECORD.write_text(json.dumps(dict(sorted(record.items())), indent=1, ensure_ascii=False) + "\n")
     return record
 
