@@ -145,7 +145,13 @@ def run(group: str, survivors: bool = False) -> int:
         code = subprocess.run(
             [str(MUTMUT), "run", *names],
             cwd=target,
-            env={**os.environ, "PYTHONPATH": str(target)},
+            env={
+                **os.environ,
+                "PYTHONPATH": str(target),
+                # Every mutant's tests are a pytest session of their own: the sample snapshot
+                # they need is built once per group, not once per mutant (tests/conftest.py).
+                "ROMEGA_TEST_SNAPSHOT_CACHE": str(target / "built-snapshot"),
+            },
             stdout=log,
             stderr=subprocess.STDOUT,
         ).returncode

@@ -4,7 +4,10 @@ functions built from Settings and served in-process the way functions-framework 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
+from pathlib import Path
 
 import flask
 import functions_framework
@@ -70,11 +73,31 @@ def embedder() -> OnnxEmbedder:
 
 @pytest.fixture(scope="session")
 def built_snapshot(tmp_path_factory, embedder):
-    """The sample knowledge base built once per session (real chunker, model, Chroma)."""
+    """The sample knowledge base built once per session (real chunker, model, Chroma).
+
+    With ROMEGA_TEST_SNAPSHOT_CACHE set to a folder, built once into it and loaded from it
+    by later sessions: `make mutation` sets it, as every mutant's run is a session of its own
+    and the build takes seconds (scripts/mutation.py).
+    """
+    from chatbot.bucket.publishing import BuiltSnapshot
     from indexer.build import build_from_folder
 
-    out = tmp_path_factory.mktemp("built")
-    return build_from_folder(KNOWLEDGE, embedder, out, progress=False)
+    cache = os.environ.get("ROMEGA_TEST_SNAPSHOT_CACHE")
+    if not cache:
+        return build_from_folder(
+            KNOWLEDGE, embedder, tmp_path_factory.mktemp("built"), progress=False
+        )
+    kept = Path(cache)
+    if not kept.is_dir():
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".built-", dir=kept.parent))
+        build_from_folder(KNOWLEDGE, embedder, staging, progress=False)
+        try:
+            staging.rename(kept)  # whole or not at all; another session may have won
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+    (archive,) = kept.glob("*.tar.zst")
+    return BuiltSnapshot.load(archive)
 
 
 @pytest.fixture
