@@ -8,8 +8,9 @@ import types
 
 import pytest
 
-from chatbot.answering.cache import AnswerCache, cache_key, normalize
+from chatbot.answering.cache import AnswerCache, Flight, cache_key, normalize
 from chatbot.answering.service import ChatService
+from chatbot.errors import GenerationUnavailable
 
 
 class Clock:
@@ -206,8 +207,6 @@ def test_a_failed_use_cache_false_flight_fails_its_followers_and_stores_nothing(
 
 def test_followers_give_up_on_a_leader_that_never_ends_and_its_flight_is_forgotten():
     """A leader that hung or never started (a stream never read) cannot block a question."""
-    from chatbot.errors import GenerationUnavailable
-
     cache = AnswerCache(ttl=60, max_entries=10, patience=0.2)
     _, stuck, leads = cache.begin("k")
     assert leads and stuck is not None
@@ -249,3 +248,52 @@ def test_the_services_epoch_never_goes_back_when_two_requests_race():
     first.join(5)
     second.join(5)
     assert service._epoch_seen == 7
+
+
+def test_a_streaming_follower_gets_the_head_and_each_chunk_as_they_come_without_spinning():
+    flight = Flight()
+    wakes = 0
+    real_news = flight._news
+
+    def news(sent, sent_head):
+        nonlocal wakes
+        wakes += 1
+        return real_news(sent, sent_head)
+
+    flight._news = news
+    events = flight.follow(timeout=10)
+    flight.start({"sources": ["a.md"]})
+    assert next(events) == ("head", {"sources": ["a.md"]})
+    flight.publish("Hello")
+    assert next(events) == ("chunk", "Hello")  # before the flight ends
+    got: list = []
+    follower = threading.Thread(target=lambda: got.extend(events))
+    follower.start()
+    time.sleep(0.2)  # the follower waits for news, checking only when woken
+    assert wakes < 20, wakes
+    flight.publish(" world")
+    flight._end("Hello world", None)
+    follower.join(10)
+    assert got == [("chunk", " world"), ("done", "Hello world")]
+
+
+def test_a_streaming_follower_of_a_leader_that_never_ends_gives_up_after_patience():
+    cache = AnswerCache(ttl=60, max_entries=10, patience=0.2)
+    _, stuck, leads = cache.begin("k")
+    assert leads and stuck is not None
+    _, same, follows = cache.begin("k")
+    assert same is stuck and not follows
+    with pytest.raises(GenerationUnavailable) as caught:
+        list(cache.follow("k", stuck))
+    assert caught.value.detail.endswith("took longer than 0.2 s")
+    _, fresh, leads = cache.begin("k")  # the stuck flight is forgotten: a new leader
+    assert leads and fresh is not stuck
+
+
+def test_without_patience_a_follower_waits_for_its_leader():
+    cache = AnswerCache(ttl=60, max_entries=10)
+    _, flight, _ = cache.begin("k")
+    threading.Timer(0.1, lambda: cache.end("k", flight, "answer")).start()
+    assert list(cache.follow("k", flight)) == [("done", "answer")]
+    assert cache.get_or_compute("k", lambda: "unused") == ("answer", True)
+    assert AnswerCache(ttl=60, max_entries=10).stats()["hit_rate"] == 0.0

@@ -292,6 +292,8 @@ def test_a_follower_computes_itself_when_the_other_instances_leader_fails(redis_
     a.end("v:0:fails", flight, error=RuntimeError("Gemini down"))
     follower.join(5)
     assert result == [("b's own", False)]
+    client = redis.Redis.from_url(redis_server.url)
+    assert client.get(f"{PREFIX}answer:v:0:fails") == b'"b\'s own"'  # b's, not a's failure
 
 
 def test_an_answer_stored_just_before_the_flight_is_claimed_is_not_computed_again(redis_server):
