@@ -36,12 +36,14 @@ def test_hit_miss_and_ttl_expiry_with_a_fake_clock():
     compute = lambda: calls.append(1) or "answer"  # noqa: E731
     assert cache.get_or_compute("k", compute) == ("answer", False)
     assert cache.get_or_compute("k", compute) == ("answer", True)
+    assert cache.get_or_compute("k", compute) == ("answer", True)
+    assert cache.hits == 2
     clock.now += 61
     assert cache.stats()["expired_entries"] == 1 and cache.stats()["valid_entries"] == 0
     assert cache.get_or_compute("k", compute) == ("answer", False)
     assert len(calls) == 2
     stats = cache.stats()
-    assert (stats["hits"], stats["misses"], stats["hit_rate"]) == (1, 2, round(1 / 3, 4))
+    assert (stats["hits"], stats["misses"], stats["hit_rate"]) == (2, 2, 0.5)
     assert stats["cache_ttl_seconds"] == 60
     cache.get_or_compute("k2", compute)
     cache.get_or_compute("k3", compute)
@@ -91,6 +93,7 @@ def test_concurrent_identical_misses_compute_once():
     assert len(calls) == 1
     assert sorted(r[1] for r in results) == [False] + [True] * 7
     assert {r[0] for r in results} == {"answer"}
+    assert (cache.stats()["hits"], cache.stats()["misses"]) == (7, 1)  # followers are hits
 
 
 def test_clear_and_bounded_size():
