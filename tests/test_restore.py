@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import tarfile
 
 import pytest
@@ -19,7 +20,13 @@ from chatbot.bucket.layout import (
     read_manifest,
     sha256_file,
 )
-from chatbot.bucket.restore import check_embedder, restore
+from chatbot.bucket.restore import (
+    COMPLETE_MARKER,
+    check_embedder,
+    is_complete,
+    open_verified,
+    restore,
+)
 from chatbot.bucket.serving import SnapshotServer
 from chatbot.bucket.storage import LocalStorage
 from chatbot.errors import NotReady, SnapshotError
@@ -81,7 +88,80 @@ def test_an_extracted_version_is_reused_without_downloading(bucket, tmp_path):
     restore(storage, manifest, tmp_path / "snap")
     again = restore(storage, manifest, tmp_path / "snap")
     assert storage.downloads == 1
-    assert again.timings == {"reused": 1.0}
+    assert again.timings == {"reused": 1.0} and again.manifest == manifest
+    assert again.path == tmp_path / "snap" / version / "chroma"
+
+
+@pytest.mark.parametrize("marker", [b"0" * 64, b"\xff\xfe not text", None])
+def test_a_directory_without_this_archives_marker_is_restored_again(bucket, tmp_path, marker):
+    storage = CountingStorage(bucket.root)
+    version = read_latest(storage).version
+    manifest = read_manifest(storage, version)
+    restore(storage, manifest, tmp_path / "snap")
+    complete = tmp_path / "snap" / version / COMPLETE_MARKER
+    assert is_complete(complete.parent, manifest)
+    if marker is None:
+        complete.unlink()
+    else:
+        complete.write_bytes(marker)  # another archive's, or garbage
+    assert not is_complete(complete.parent, manifest)
+
+
+class Index:
+    """An opened index whose checks fail as told (the real one is Chroma's, tested above)."""
+
+    def __init__(self, count=0, smoke=None, close=None) -> None:
+        self.count, self._smoke, self._close, self.closed = count, smoke, close, False
+
+    def smoke_query(self) -> None:
+        if self._smoke:
+            raise self._smoke
+
+    def close(self) -> None:
+        self.closed = True
+        if self._close:
+            raise self._close
+
+
+def test_an_index_that_fails_to_open_or_to_answer_is_refused_and_closed(bucket, tmp_path, caplog):
+    manifest = read_manifest(bucket, read_latest(bucket).version)
+    version, chunks = manifest.version, manifest.chunks
+    empty = tmp_path / "chroma"  # no HNSW segment to check
+    empty.mkdir()
+
+    def boom(path):
+        raise RuntimeError("boom")
+
+    with pytest.raises(SnapshotError) as refused:
+        open_verified(empty, manifest, boom)
+    assert str(refused.value) == f"snapshot {version} cannot be opened: RuntimeError('boom')"
+
+    short = Index(count=chunks - 1)
+    with pytest.raises(SnapshotError) as refused:
+        open_verified(empty, manifest, lambda path: short)
+    assert str(refused.value) == (
+        f"snapshot {version} holds {chunks - 1} chunks, manifest says {chunks}"
+    )
+    assert short.closed
+
+    failing = Index(count=chunks, smoke=ValueError("bad vector"), close=OSError("busy"))
+    with caplog.at_level(logging.WARNING, logger="chatbot.bucket.restore"):
+        with pytest.raises(SnapshotError) as refused:
+            open_verified(empty, manifest, lambda path: failing)
+    assert str(refused.value) == (
+        f"snapshot {version} fails its smoke query: ValueError('bad vector')"
+    )
+    assert failing.closed
+    (warning,) = caplog.records
+    assert warning.getMessage() == f"Closing refused snapshot {version} failed"
+    assert isinstance(warning.exc_info[1], OSError)
+
+    interrupted = Index(count=chunks, smoke=KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):  # not turned into a refusal
+        open_verified(empty, manifest, lambda path: interrupted)
+    assert interrupted.closed
+    good = Index(count=chunks)
+    assert open_verified(empty, manifest, lambda path: good) is good and not good.closed
 
 
 def test_flipped_bytes_fail_the_sha256_check_and_leave_nothing(bucket, tmp_path):

@@ -294,7 +294,7 @@ def is_complete(directory: Path, manifest: Manifest) -> bool:
     marker = directory / COMPLETE_MARKER
     try:
         return marker.is_file() and marker.read_text().strip() == manifest.archive["sha256"]
-    except OSError:
+    except (OSError, ValueError):  # unreadable, or not text: not a marker we wrote
         return False
 
 
