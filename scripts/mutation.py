@@ -9,8 +9,9 @@ that reach the mutated function. The report (scripts/mutation_report.py) reads e
     python scripts/mutation.py --survivors GROUP ...    # again, only what survived last time
 
 ``--survivors`` reruns only the mutants a group's last run did not kill, against the
-current tests: those in its copy under build/mutation/ (its tests refreshed), or, without
-one, those docs/mutation-results.json lists (the modules must not have changed since).
+current tests: those in its copy under build/mutation/ (its tests and code refreshed; mutmut
+regenerates the mutants of changed functions, which are then run too), or, without one,
+those docs/mutation-results.json lists (the modules must not have changed since).
 Minutes instead of the group's half hour, after writing tests for them. A whole run of
 every group takes about 3 hours on 2 cores.
 """
@@ -124,12 +125,15 @@ def not_killed(target: Path) -> list[str]:
 
 def run(group: str, survivors: bool = False) -> int:
     target = WORK / group
+    runs: list[list[str]] = [[]]  # each a `mutmut run` (no names: every unchecked mutant)
     if not survivors:
         prepare(group)
-        names = []
-    elif (target / "mutants").is_dir():  # the last run's copy: fresh tests, same mutants
-        copy_tracked(target, ("tests", "harness"))
+    elif (target / "mutants").is_dir():
+        # The last run's copy with today's tests and code: mutmut regenerates the mutants of
+        # functions that changed (unchecked then, so the second run takes them).
         names = not_killed(target)
+        copy_tracked(target, ("tests", "harness", "chatbot"))
+        runs = [names, []] if names else [[]]
     else:  # a fresh copy; the survivors the report kept (docs/mutation-results.json)
         prepare(group)
         record = json.loads(RECORD.read_text()) if RECORD.exists() else {}
@@ -137,24 +141,27 @@ def run(group: str, survivors: bool = False) -> int:
         if not names:
             print(f"{group}: never measured; run it whole first", file=sys.stderr)
             return 1
-    if survivors and not names:
-        print(f"{group}: no survivors", flush=True)
-        return 0
+        runs = [names]
     started = time.monotonic()
+    code = 0
     with open(target / "mutmut.log", "w") as log:
-        code = subprocess.run(
-            [str(MUTMUT), "run", *names],
-            cwd=target,
-            env={
-                **os.environ,
-                "PYTHONPATH": str(target),
-                # Every mutant's tests are a pytest session of their own: the sample snapshot
-                # they need is built once per group, not once per mutant (tests/conftest.py).
-                "ROMEGA_TEST_SNAPSHOT_CACHE": str(target / "built-snapshot"),
-            },
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        ).returncode
+        for names in runs:
+            code = (
+                code
+                or subprocess.run(
+                    [str(MUTMUT), "run", *names],
+                    cwd=target,
+                    env={
+                        **os.environ,
+                        "PYTHONPATH": str(target),
+                        # Every mutant's tests are a pytest session of their own: the sample
+                        # snapshot they need is built once per group (tests/conftest.py).
+                        "ROMEGA_TEST_SNAPSHOT_CACHE": str(target / "built-snapshot"),
+                    },
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                ).returncode
+            )
     print(f"{group}: mutmut exited {code} after {time.monotonic() - started:.0f} s", flush=True)
     return code
 
