@@ -79,6 +79,52 @@ def test_restore_verifies_and_extracts_into_a_versioned_directory(bucket, tmp_pa
     assert restored.path == tmp_path / "snap" / version / "chroma"
     assert (tmp_path / "snap" / version / ".complete").is_file()
     assert not [p for p in (tmp_path / "snap").iterdir() if p.name.startswith(".")]
+    assert set(restored.timings) == {"download", "verify", "extract"}
+
+
+class Racing(LocalStorage):
+    """Records where the archive is downloaded to, and runs ``meanwhile`` then."""
+
+    def __init__(self, root, meanwhile=lambda: None) -> None:
+        super().__init__(root)
+        self.meanwhile = meanwhile
+        self.dest = None
+
+    def download(self, key, dest):
+        self.dest = dest
+        self.meanwhile()
+        return super().download(key, dest)
+
+
+def test_a_restore_stages_beside_its_version_and_yields_to_one_finished_meanwhile(bucket, tmp_path):
+    root = tmp_path / "snap"
+    manifest = read_manifest(bucket, read_latest(bucket).version)
+    # Another process sharing SNAPSHOT_DIR finishes the same version during our download.
+    storage = Racing(bucket.root, meanwhile=lambda: restore(bucket, manifest, root))
+    restored = restore(storage, manifest, root)
+    staging = storage.dest.parent
+    # Hidden, named for its version, on the same filesystem: the rename is atomic.
+    assert staging.parent == root and staging.name.startswith(f".{manifest.version}.")
+    assert restored.path == root / manifest.version / "chroma"
+    assert is_complete(root / manifest.version, manifest)
+    assert not [p for p in root.iterdir() if p.name.startswith(".")]
+
+
+def test_a_half_written_version_directory_in_the_way_is_a_refusal(bucket, tmp_path):
+    root = tmp_path / "snap"
+    manifest = read_manifest(bucket, read_latest(bucket).version)
+    in_the_way = root / manifest.version / "chroma"
+
+    def half_written():
+        in_the_way.mkdir(parents=True)
+        (in_the_way / "chroma.sqlite3").write_bytes(b"partial")
+
+    with pytest.raises(SnapshotError) as refused:
+        restore(Racing(bucket.root, meanwhile=half_written), manifest, root)
+    assert str(refused.value) == (
+        f"{root / manifest.version} exists and is not a complete copy of the snapshot"
+    )
+    assert not [p for p in root.iterdir() if p.name.startswith(".")]
 
 
 def test_an_extracted_version_is_reused_without_downloading(bucket, tmp_path):
@@ -89,7 +135,7 @@ def test_an_extracted_version_is_reused_without_downloading(bucket, tmp_path):
     again = restore(storage, manifest, tmp_path / "snap")
     assert storage.downloads == 1
     assert again.timings == {"reused": 1.0} and again.manifest == manifest
-    assert again.path == tmp_path / "snap" / version / "chroma"
+    assert again.path == tmp_path / "snap" / version / "chroma"  # the same directory
 
 
 @pytest.mark.parametrize("marker", [b"0" * 64, b"\xff\xfe not text", None])
