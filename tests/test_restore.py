@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -22,6 +23,7 @@ from chatbot.bucket.layout import (
 )
 from chatbot.bucket.restore import (
     COMPLETE_MARKER,
+    _CountingReader,
     check_embedder,
     is_complete,
     open_verified,
@@ -216,9 +218,27 @@ def test_flipped_bytes_fail_the_sha256_check_and_leave_nothing(bucket, tmp_path)
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(SnapshotError, match="integrity check"):
-        restore(bucket, read_manifest(bucket, version), tmp_path / "snap")
+    manifest = read_manifest(bucket, version)
+    with pytest.raises(SnapshotError) as refused:
+        restore(bucket, manifest, tmp_path / "snap")
     assert list((tmp_path / "snap").iterdir()) == []
+    got, want, size = hashlib.sha256(data).hexdigest(), manifest.archive["sha256"], len(data)
+    assert str(refused.value) == (
+        f"snapshot {version} failed its integrity check: sha256 {got[:12]}... ({size} bytes) "
+        f"does not match the manifest's {want[:12]}... ({size} bytes)"
+    )
+
+
+def test_the_decompressed_stream_is_read_no_more_than_one_byte_past_its_limit():
+    reader = _CountingReader(io.BytesIO(bytes(range(100))), limit=10)
+    assert reader.read(0) == b"" and reader.read_bytes == 0
+    assert reader.read(4) == bytes(range(4)) and reader.read_bytes == 4
+    with pytest.raises(SnapshotError, match="^archive decompresses to more than 10 bytes"):
+        reader.read(-1)  # "all": a block, capped at what the limit leaves, plus one
+    assert reader.read_bytes == 11
+    for size in (None, -1):
+        exact = _CountingReader(io.BytesIO(bytes(10)), limit=10)
+        assert exact.read(size) == bytes(10) and exact.read(5) == b""  # the limit itself is fine
 
 
 def test_a_truncated_archive_is_refused_even_with_a_matching_manifest(bucket, tmp_path):
