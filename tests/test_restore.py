@@ -23,11 +23,13 @@ from chatbot.bucket.layout import (
 )
 from chatbot.bucket.restore import (
     COMPLETE_MARKER,
+    MAX_UNPACKED_BYTES,
     _CountingReader,
     check_embedder,
     is_complete,
     open_verified,
     restore,
+    safe_extract,
 )
 from chatbot.bucket.serving import SnapshotServer
 from chatbot.bucket.storage import LocalStorage
@@ -323,3 +325,49 @@ def test_version_names_are_plain(bucket, bad):
     bucket.write(LATEST, bad.encode())
     with pytest.raises(SnapshotError):
         read_latest(bucket).require()
+
+
+def _tar_zst(path, members: list[tuple[str, bytes | None]]):
+    """A .tar.zst of (name, data) members; data None makes a directory member."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    path.write_bytes(zstandard.ZstdCompressor().compress(raw.getvalue()))
+    return path
+
+
+def test_members_may_come_in_any_order_with_or_without_their_directories(tmp_path):
+    archive = _tar_zst(
+        tmp_path / "a.tar.zst",
+        [
+            ("deep/er/file.bin", b"abc"),  # no directory members before it
+            ("deep/", None),  # a directory member after its directory exists
+            ("other/nested/", None),  # a directory member without its parent's
+            ("other/nested/", None),  # twice
+        ],
+    )
+    dest = tmp_path / "existing"
+    dest.mkdir()  # extracting into a directory that exists is fine
+    safe_extract(archive, dest, expected_bytes=3)
+    assert (dest / "deep" / "er" / "file.bin").read_bytes() == b"abc"
+    assert (dest / "other" / "nested").is_dir()
+
+
+def test_an_archive_claiming_more_than_the_cap_is_refused_before_download(bucket, tmp_path):
+    version = read_latest(bucket).version
+    _rewrite_manifest(bucket, version, archive__bytes=MAX_UNPACKED_BYTES + 1)
+    storage = CountingStorage(bucket.root)
+    with pytest.raises(SnapshotError) as refused:
+        restore(storage, read_manifest(bucket, version), tmp_path / "snap")
+    assert str(refused.value) == (
+        f"snapshot {version} is an archive of {MAX_UNPACKED_BYTES + 1} bytes, more than the "
+        f"{MAX_UNPACKED_BYTES} bytes a snapshot may take"
+    )
+    assert storage.downloads == 0
