@@ -439,6 +439,67 @@ def test_a_flight_whose_fleet_lookup_fails_is_ended_not_left_to_block_the_next(r
     assert len(cache) == 0  # nothing was stored for the failure
 
 
+def test_answers_expire_after_the_cache_ttl_and_flights_after_their_patience(redis_server):
+    shared = SharedAnswers(link_to(redis_server.url), 60)
+    client = redis.Redis.from_url(redis_server.url)
+    token = shared.claim("v:0:q", 2.5)
+    assert token is not None and shared.claim("v:0:q", 2.5) is None
+    assert 2000 < client.pttl(f"{PREFIX}flight:v:0:q") <= 2500  # a dead leader frees it
+    assert shared.claim("v:0:long", 1000.0) is not None
+    assert 999_000 < client.pttl(f"{PREFIX}flight:v:0:long") <= 1_000_000
+    shared.store("v:0:q", {"text": "a"}, token)
+    assert 55 < client.ttl(f"{PREFIX}answer:v:0:q") <= 60
+    assert client.exists(f"{PREFIX}flight:v:0:q") == 0  # the flight ended with the answer
+
+
+def test_a_follower_gets_the_answer_its_leader_stores_counted_as_a_hit(redis_server):
+    shared = SharedAnswers(link_to(redis_server.url), 60)
+    leader = SharedAnswers(link_to(redis_server.url), 60)
+    token = leader.claim("v:0:q", 10.0)
+    threading.Timer(0.1, lambda: leader.store("v:0:q", {"text": "led"}, token)).start()
+    assert shared.wait("v:0:q", 5.0) == {"text": "led"}
+    assert (shared.stats()["hits"], shared.stats()["misses"]) == (1, 1)
+
+
+def test_no_patience_means_no_waiting_and_no_round_trip(redis_server):
+    link = link_to(redis_server.url)
+    shared = SharedAnswers(link, 60, clock=lambda: 5.0)  # time stands still
+    shared.store("v:0:q", {"text": "there"}, None)
+    calls: list = []
+    real_call = link.call
+    link.call = lambda operation: calls.append(operation) or real_call(operation)
+    assert shared.wait("v:0:q", 0.0) is None
+    assert calls == []
+
+
+def test_an_undecodable_answer_is_logged_with_its_key_and_error(redis_server, caplog):
+    shared = SharedAnswers(link_to(redis_server.url), 60)
+    client = redis.Redis.from_url(redis_server.url)
+    client.set(f"{PREFIX}answer:v:0:bad", "{not json")
+    client.set(f"{PREFIX}flight:v:0:worse", "someone", px=10_000)
+    client.set(f"{PREFIX}answer:v:0:worse", "[unclosed")
+    caplog.set_level(logging.WARNING, logger="chatbot.shared_state.answers")
+    assert shared.lookup("v:0:bad") is None
+    assert shared.wait("v:0:worse", 5.0) is None
+    messages = [r.getMessage() for r in caplog.records]
+    for key in ("v:0:bad", "v:0:worse"):
+        assert any(
+            m.startswith(f"Ignoring an undecodable cached answer {PREFIX}answer:{key}: ")
+            and "JSONDecodeError" in m
+            for m in messages
+        ), messages
+    assert shared.stats()["hits"] == 0  # neither counted as a hit
+
+
+def test_the_hit_rate_is_hits_over_lookups(redis_server):
+    shared = SharedAnswers(link_to(redis_server.url), 60)
+    assert shared.stats() == {"hits": 0, "misses": 0, "hit_rate": 0.0, "epoch": 0}
+    redis.Redis.from_url(redis_server.url).mset(
+        {f"{PREFIX}cache:hits": 1, f"{PREFIX}cache:misses": 2}
+    )
+    assert shared.stats() == {"hits": 1, "misses": 2, "hit_rate": 0.3333, "epoch": 0}
+
+
 def test_the_epoch_is_only_ever_raised(redis_server):
     shared = SharedAnswers(link_to(redis_server.url), 60)
     assert shared.epoch() == 0
