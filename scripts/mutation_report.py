@@ -101,11 +101,16 @@ def update_record() -> dict:
 
 
 def mutated_line(group: Path, name: str) -> str:
-    """The first line the mutant writes, stripped, from `mutmut show`."""
-    for line in mutmut(group, "show", name).splitlines():
-        if line.startswith("+ ") or (line.startswith("+") and not line.startswith("+++")):
+    """The first line the mutant writes, stripped, from `mutmut show` ("removed: <line>"
+    for a mutant that only deletes)."""
+    diff = [
+        line for line in mutmut(group, "show", name).splitlines() if line[:3] not in ("+++", "---")
+    ]
+    for line in diff:
+        if line.startswith("+"):
             return line[1:].strip()
-    return ""
+    removed = [line[1:].strip() for line in diff if line.startswith("-")]
+    return f"removed: {removed[0]}" if removed else ""
 
 
 def main() -> int:
