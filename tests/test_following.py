@@ -417,6 +417,17 @@ def test_a_refused_snapshot_is_not_retried_and_an_unexpected_crash_is_a_503(
         "Cold start failed unexpectedly",
         "No snapshot can be served: cannot load a snapshot: RuntimeError('client bug')",
     ]
+    assert isinstance(caplog.records[0].exc_info[1], RuntimeError)  # with its traceback
+
+    class Verbose(Flaky):
+        def _check(self):
+            raise StorageError("refused " + "x" * 300)
+
+    verbose = follower_of(Verbose(bucket.root), embedder, tmp_path / "v", clock, sleep=naps.append)
+    with pytest.raises(SnapshotUnavailable):
+        verbose.ensure_ready()
+    reason = verbose.not_ready_reason  # the reason's storage error is cut at 200 characters
+    assert reason == "cannot read the snapshot store: refused " + "x" * 189 + "..."
 
 
 def test_a_version_loaded_meanwhile_is_not_loaded_again(bucket, embedder, tmp_path):
