@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import tarfile
+import time
 
 import pytest
 import zstandard
@@ -26,6 +27,7 @@ from chatbot.bucket.restore import (
     MAX_UNPACKED_BYTES,
     _CountingReader,
     check_embedder,
+    check_limits,
     is_complete,
     open_verified,
     restore,
@@ -79,11 +81,15 @@ def _publish_raw_archive(
 def test_restore_verifies_and_extracts_into_a_versioned_directory(bucket, tmp_path):
     version = read_latest(bucket).version
     manifest = read_manifest(bucket, version)
+    started = time.perf_counter()
     restored = restore(bucket, manifest, tmp_path / "snap")
+    elapsed = time.perf_counter() - started
+    assert restored.manifest == manifest
     assert restored.path == tmp_path / "snap" / version / "chroma"
     assert (tmp_path / "snap" / version / ".complete").is_file()
     assert not [p for p in (tmp_path / "snap").iterdir() if p.name.startswith(".")]
     assert set(restored.timings) == {"download", "verify", "extract"}
+    assert all(0 <= seconds <= elapsed for seconds in restored.timings.values())  # parts of it
 
 
 class Racing(LocalStorage):
@@ -178,6 +184,12 @@ def test_an_index_that_fails_to_open_or_to_answer_is_refused_and_closed(bucket, 
     version, chunks = manifest.version, manifest.chunks
     empty = tmp_path / "chroma"  # no HNSW segment to check
     empty.mkdir()
+
+    with pytest.raises(SnapshotError) as refused:  # its HNSW files cannot even be listed
+        open_verified(tmp_path / "missing", manifest, KnowledgeIndex)
+    assert str(refused.value) == (
+        f"snapshot {version} cannot be opened: FileNotFoundError(2, 'No such file or directory')"
+    )
 
     def boom(path):
         raise RuntimeError("boom")
@@ -377,3 +389,11 @@ def test_an_archive_claiming_more_than_the_cap_is_refused_before_download(bucket
         f"{MAX_UNPACKED_BYTES} bytes a snapshot may take"
     )
     assert storage.downloads == 0
+
+
+def test_a_manifest_claiming_exactly_the_cap_is_within_it(bucket):
+    manifest = read_manifest(bucket, read_latest(bucket).version)
+    cap = max(manifest.unpacked_bytes, int(manifest.archive["bytes"]))
+    check_limits(manifest, cap)  # at the cap: allowed
+    with pytest.raises(SnapshotError, match="more than the"):
+        check_limits(manifest, cap - 1)
