@@ -321,10 +321,12 @@ class Stuck(LocalStorage):
     def __init__(self, root) -> None:
         super().__init__(root)
         self.release = threading.Event()
+        self.reading = threading.Event()
         self.reads = 0
 
     def read(self, key):
         self.reads += 1
+        self.reading.set()
         self.release.wait(60)
         return super().read(key)
 
@@ -340,6 +342,7 @@ def test_a_hanging_bucket_delays_a_request_at_most_the_check_budget_and_one_poll
     clock.now += 10
     follower.maybe_poll()  # returns after CHECK_BUDGET_SECONDS with the read still hanging
     poller = follower._poller
+    assert stuck.reading.wait(10)  # (on a loaded machine the thread may start late)
     assert poller is not None and poller.is_alive() and stuck.reads == 1
     # A daemon, so a hung poll never keeps the process from exiting; named for thread dumps.
     assert poller.daemon and poller.name == "snapshot-poll"
