@@ -133,6 +133,9 @@ def run(group: str, survivors: bool = False) -> int:
         # functions that changed (unchecked then, so the second run takes them).
         names = not_killed(target)
         copy_tracked(target, ("tests", "harness", "chatbot"))
+        # mutmut measures again only which functions *new* tests reach; an edited test may
+        # reach others now, so it measures them all again.
+        (target / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
         runs = [names, []] if names else [[]]
     else:  # a fresh copy; the survivors the report kept (docs/mutation-results.json)
         prepare(group)

@@ -297,10 +297,13 @@ def test_a_failed_leader_stores_nothing_and_its_follower_leads_the_fleet_flight(
 
 
 def test_a_follower_on_another_instance_gives_up_after_its_patience(redis_server):
-    a, _ = caches(redis_server.url)
-    b = AnswerCache(60, 100, patience=0.3, shared=SharedAnswers(link_to(redis_server.url), 60))
-    a.begin("v:0:q")  # a's leader hangs, holding the fleet's flight
-    assert b.get_or_compute("v:0:q", lambda: "b's") == ("b's", False)  # not after 60 s
+    def cache(ttl: int, patience: float | None) -> AnswerCache:
+        shared = SharedAnswers(link_to(redis_server.url), ttl)
+        return AnswerCache(ttl, 100, patience=patience, shared=shared)
+
+    a, b = cache(3600, None), cache(3600, 0.3)
+    a.begin("v:0:q")  # a's leader hangs, holding the fleet's flight for an hour
+    assert b.get_or_compute("v:0:q", lambda: "b's") == ("b's", False)  # after 0.3 s
     # Without patience a flight is held for the cache's TTL.
     c = AnswerCache(45, 100, shared=SharedAnswers(link_to(redis_server.url), 45))
     c.begin("v:0:w")
