@@ -123,7 +123,7 @@ def test_a_storage_outage_during_polls_never_reaches_a_visitor(
         service.follower.poll()
         result = service.chat(QUESTION, use_cache=False)
     assert result.snapshot == v1 and result.answer.sources
-    messages = [r.getMessage() for r in caplog.records]
+    messages = [r.getMessage() for r in caplog.records if r.name == "chatbot.bucket.following"]
     why = f"{storage.uri}: ConnectionError: connection refused"
     assert messages == [
         f"Could not read the cache epoch: {why}",
@@ -187,7 +187,11 @@ def test_a_malformed_epoch_is_a_warning_and_latest_is_still_followed(
     v2 = publish_copy(bucket, built_snapshot, v1 + "-v2", tmp_path / "v2")
     with caplog.at_level(logging.WARNING, logger="chatbot.bucket.following"):
         service.follower.poll()
-    (warning,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    (warning,) = [
+        r
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and r.name == "chatbot.bucket.following"
+    ]
     assert warning.levelname == "WARNING"
     assert warning.getMessage() == (
         "Ignoring the cache epoch: control/cache-epoch holds b'banana\\n', not an integer"
@@ -223,7 +227,9 @@ def test_a_crash_in_any_step_of_a_poll_is_logged_and_the_next_poll_works(
     with caplog.at_level(logging.WARNING, logger="chatbot.bucket.following"):
         service.follower.poll()
         assert service.chat(QUESTION, use_cache=False).snapshot == v1
-    crashes = [r for r in caplog.records if r.levelname == "ERROR"]
+    crashes = [
+        r for r in caplog.records if r.levelname == "ERROR" and r.name == "chatbot.bucket.following"
+    ]
     assert [r.getMessage() for r in crashes] == [
         "Reading the cache epoch crashed",
         "Snapshot poll crashed",
@@ -373,7 +379,7 @@ def test_a_cold_start_retries_storage_errors_with_growing_naps_and_says_why(
         == follower.not_ready_reason
         == (f"cannot read the snapshot store: {storage.uri}: ConnectionError: connection refused")
     )
-    messages = [r.getMessage() for r in caplog.records]
+    messages = [r.getMessage() for r in caplog.records if r.name == "chatbot.bucket.following"]
     assert messages[:3] == [
         f"Snapshot store unreachable (attempt {n}/3): "
         f"{storage.uri}: ConnectionError: connection refused"
@@ -416,11 +422,12 @@ def test_a_refused_snapshot_is_not_retried_and_an_unexpected_crash_is_a_503(
             crashing.ensure_ready()
     assert naps == []
     assert crashing.not_ready_reason == "cannot load a snapshot: RuntimeError('client bug')"
-    assert [r.getMessage() for r in caplog.records] == [
+    crashed = [r for r in caplog.records if r.name == "chatbot.bucket.following"]
+    assert [r.getMessage() for r in crashed] == [
         "Cold start failed unexpectedly",
         "No snapshot can be served: cannot load a snapshot: RuntimeError('client bug')",
     ]
-    assert isinstance(caplog.records[0].exc_info[1], RuntimeError)  # with its traceback
+    assert isinstance(crashed[0].exc_info[1], RuntimeError)  # with its traceback
 
     class Verbose(Flaky):
         def _check(self):

@@ -88,7 +88,11 @@ def test_a_dead_redis_fails_fast_warns_once_backs_off_and_recovers(redis_server,
     redis_server.start()
     clock.now += BACKOFF_CAP_SECONDS
     assert link.call(ping) is True and link.up is True
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and r.name == "chatbot.shared_state.link"
+    ]
     assert len(warnings) == 2, warnings
     # The operator's alerts match these two lines; the first names the cause.
     assert re.fullmatch(
@@ -484,7 +488,7 @@ def test_an_undecodable_answer_is_logged_with_its_key_and_error(redis_server, ca
     caplog.set_level(logging.WARNING, logger="chatbot.shared_state.answers")
     assert shared.lookup("v:0:bad") is None
     assert shared.wait("v:0:worse", 5.0) is None
-    messages = [r.getMessage() for r in caplog.records]
+    messages = [r.getMessage() for r in caplog.records if r.name == "chatbot.shared_state.answers"]
     for key in ("v:0:bad", "v:0:worse"):
         assert any(
             m.startswith(f"Ignoring an undecodable cached answer {PREFIX}answer:{key}: ")
