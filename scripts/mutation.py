@@ -116,11 +116,12 @@ def prepare(group: str) -> Path:
 
 
 def not_killed(target: Path) -> list[str]:
-    """The mutants of a group's last run that its tests did not kill."""
+    """The mutants of a group's last run that its tests did not kill (nor hang)."""
     results = subprocess.run(
         [str(MUTMUT), "results"], cwd=target, capture_output=True, text=True, check=True
     ).stdout
-    return [line.split(":")[0].strip() for line in results.splitlines() if ": " in line]
+    rows = [line.strip().split(": ", 1) for line in results.splitlines() if ": " in line]
+    return [name for name, status in rows if status != "timeout"]
 
 
 def run(group: str, survivors: bool = False) -> int:
