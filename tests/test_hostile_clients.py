@@ -45,17 +45,20 @@ UNLIMITED = "100000/minute"
 # -- real processes ------------------------------------------------------------------------------
 
 
+def published_env(root: Path, built_snapshot) -> dict[str, str]:
+    """A clean environment for a function serving ``built_snapshot``, published under ``root``."""
+    storage = LocalStorage(root / "bucket")
+    publish(storage, built_snapshot)
+    return {**CLEAN, "SNAPSHOT_URI": storage.uri, "SNAPSHOT_DIR": str(root / "snap")}
+
+
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory, built_snapshot):
     """The chat and admin functions, one worker with ONE thread each: a request that hangs
     the thread would hang the whole function, which is what the short-body test looks for."""
     root = tmp_path_factory.mktemp("hostile-clients")
-    storage = LocalStorage(root / "bucket")
-    publish(storage, built_snapshot)
     env = {
-        **CLEAN,
-        "SNAPSHOT_URI": storage.uri,
-        "SNAPSHOT_DIR": str(root / "snap"),
+        **published_env(root, built_snapshot),
         "WORKERS": "1",
         "THREADS": "1",
         **{f"RATE_LIMIT_{n}": UNLIMITED for n in ("CHAT", "INFO", "STATS", "FEEDBACK")},
@@ -493,12 +496,8 @@ def _get_index(port: int, forwarded: list[str]) -> int:
 def test_x_forwarded_for_sent_as_several_lines_buys_no_quota(tmp_path, built_snapshot):
     """gunicorn joins repeated header lines in order, so the entry our proxy appended stays
     the right-most one: a client that forges a new first line each time shares its limit."""
-    storage = LocalStorage(tmp_path / "bucket")
-    publish(storage, built_snapshot)
     env = {
-        **CLEAN,
-        "SNAPSHOT_URI": storage.uri,
-        "SNAPSHOT_DIR": str(tmp_path / "snap"),
+        **published_env(tmp_path, built_snapshot),
         "TRUSTED_PROXY_HOPS": "1",
         "RATE_LIMIT_INFO": "3/minute",
     }

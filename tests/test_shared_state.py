@@ -29,7 +29,6 @@ from chatbot.shared_state.answers import PREFIX
 from chatbot.shared_state.link import BACKOFF_CAP_SECONDS
 from chatbot.web.ratelimit import RateLimiter
 from harness.processes import free_port
-from harness.redis import RedisServer, redis_server_missing
 
 
 def link_to(url: str, timeout_ms: int = 50, clock=time.monotonic) -> RedisLink:
@@ -192,25 +191,17 @@ def test_a_silent_redis_is_given_up_on_after_redis_timeout_ms():
         listener.shut()
 
 
-def test_rediss_trusts_redis_ca_cert_and_nothing_else(tmp_path):
-    missing = redis_server_missing()
-    if missing is not None:
-        pytest.skip(missing)
-    ca = trustme.CA()
-    served = ca.issue_cert("127.0.0.1")  # Memorystore is reached by its IP address
-    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
-    served.cert_chain_pems[0].write_to_path(cert)
-    served.private_key_pem.write_to_path(key)
-    with RedisServer(tmp_path / "redis.log", tls=(cert, key)) as server:
-        ca_pem = ca.cert_pem.bytes().decode()
-        trusted = open_link(Settings.from_env({"REDIS_URL": server.url, "REDIS_CA_CERT": ca_pem}))
-        assert trusted is not None and trusted.call(lambda c: c.set("k", "v")) is True
-        other_ca = trustme.CA().cert_pem.bytes().decode()
-        for env in ({"REDIS_CA_CERT": other_ca}, {}):  # a stranger's CA; the system's CAs
-            untrusted = open_link(Settings.from_env({"REDIS_URL": server.url, **env}))
-            assert untrusted is not None
-            with pytest.raises(SharedStateDown, match="CERTIFICATE_VERIFY_FAILED"):
-                untrusted.call(lambda c: c.get("k"))
+def test_rediss_trusts_redis_ca_cert_and_nothing_else(tls_redis_server, redis_ca):
+    url = tls_redis_server.url
+    ca_pem = redis_ca.cert_pem.bytes().decode()
+    trusted = open_link(Settings.from_env({"REDIS_URL": url, "REDIS_CA_CERT": ca_pem}))
+    assert trusted is not None and trusted.call(lambda c: c.set("k", "v")) is True
+    other_ca = trustme.CA().cert_pem.bytes().decode()
+    for env in ({"REDIS_CA_CERT": other_ca}, {}):  # a stranger's CA; the system's CAs
+        untrusted = open_link(Settings.from_env({"REDIS_URL": url, **env}))
+        assert untrusted is not None
+        with pytest.raises(SharedStateDown, match="CERTIFICATE_VERIFY_FAILED"):
+            untrusted.call(lambda c: c.get("k"))
 
 
 # -- rate limits -------------------------------------------------------------------------------
